@@ -1,0 +1,42 @@
+# agentvm — the one entry point. `make help` lists the targets.
+# Portable across GNU make on Linux and the make shipped with macOS: no GNU-only shell tricks in recipes.
+
+SHELL        := /bin/sh
+.DEFAULT_GOAL := help
+
+PYTHON       ?= python3
+VENV         ?= .venv
+VENV_BIN     := $(VENV)/bin
+STAMP        := $(VENV)/.agentvm-installed
+DOUBLE       := tests/double/bin/multipass-double
+PYTEST_ARGS  ?=
+
+.PHONY: help setup lint test double-down
+
+help: ## List the targets, one line each
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(STAMP) ## Create .venv with the pinned tools and check host prerequisites
+	@$(VENV_BIN)/python scripts/check_prereqs.py
+
+# The venv is rebuilt only when pyproject.toml changes, so a second `make setup` is a quick no-op.
+$(STAMP): pyproject.toml
+	@$(PYTHON) scripts/check_prereqs.py --python-only
+	@test -x $(VENV_BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing pinned packages into $(VENV) ..."
+	@$(VENV_BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+lint: $(STAMP) ## Run ansible-lint (production profile), yamllint and ruff
+	$(VENV_BIN)/ruff check .
+	$(VENV_BIN)/ruff format --check .
+	$(VENV_BIN)/yamllint --strict .
+	$(VENV_BIN)/ansible-lint
+
+test: $(STAMP) ## Run the whole test suite (unit, the double, integration, benchmarks at small size)
+	@rc=0; $(VENV_BIN)/python -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	  $(VENV_BIN)/python $(DOUBLE) down --quiet || true; \
+	  exit $$rc
+
+double-down: ## Stop and remove every instance, mount, bridge and DHCP server of the Multipass test double
+	$(VENV_BIN)/python $(DOUBLE) down
