@@ -214,12 +214,14 @@ DEFAULT_USER = "ubuntu"
 #: The code and the stderr line the wrapper uses for a remote exit status of 4.
 EXIT4_CODE = 104
 EXIT4_MARKER = b"agentvm.multipass: remote exit status 4"
+#: What the wrapper appends to stderr: a newline (the command's stderr may not end with one) and the marker.
+EXIT4_SUFFIX = b"\n" + EXIT4_MARKER + b"\n"
 
 # Runs the command in a child shell ($0 -c $1) so that nothing in it can bypass the mapping, and turns
-# status 4 into EXIT4_CODE plus a marker line on stderr (Multipass <= 1.16.3 re-runs commands that exit 4).
+# status 4 into EXIT4_CODE plus EXIT4_SUFFIX on stderr (Multipass <= 1.16.3 re-runs commands that exit 4).
 EXIT4_WRAPPER = (
     '"$0" -c "$1"; rc=$?; '
-    f'if [ "$rc" -eq 4 ]; then printf "%s\\n" "{EXIT4_MARKER.decode()}" >&2; exit {EXIT4_CODE}; fi; '
+    f'if [ "$rc" -eq 4 ]; then printf "\\n%s\\n" "{EXIT4_MARKER.decode()}" >&2; exit {EXIT4_CODE}; fi; '
     'exit "$rc"'
 )
 
@@ -250,16 +252,10 @@ def build_read_command(path: str, user: str) -> list[str]:
 
 
 def decode_exit_status(rc: int, stderr: bytes) -> tuple[int, bytes]:
-    """Undo :data:`EXIT4_WRAPPER`: EXIT4_CODE plus the trailing marker line means the command exited 4."""
-    if rc != EXIT4_CODE:
-        return rc, stderr
-    body = stderr.rstrip(b"\r\n")
-    if not body.endswith(EXIT4_MARKER):
-        return rc, stderr
-    head = body[: -len(EXIT4_MARKER)]
-    if head and not head.endswith(b"\n"):
-        return rc, stderr  # the marker text appears mid-line: not ours
-    return 4, head
+    """Undo :data:`EXIT4_WRAPPER`: EXIT4_CODE with EXIT4_SUFFIX ending stderr means the command exited 4."""
+    if rc == EXIT4_CODE and stderr.endswith(EXIT4_SUFFIX):
+        return 4, stderr[: -len(EXIT4_SUFFIX)]
+    return rc, stderr
 
 
 class Connection(ConnectionBase):

@@ -111,6 +111,7 @@ options:
 """
 
 EXAMPLES = r"""
+---
 # inventory/multipass.yml: instances named agentvm-*, grouped by state
 plugin: agentvm.multipass.multipass
 name_prefix: agentvm-
@@ -118,6 +119,7 @@ keyed_groups:
   - key: multipass_state | lower
     prefix: state
 
+---
 # dev.multipass.yml: running instances only, prefix from the environment, a group per release
 plugin: agentvm.multipass.multipass
 name_prefix: "{{ lookup('ansible.builtin.env', 'AGENTVM_PREFIX', default='agentvm') }}-"
@@ -130,6 +132,7 @@ groups:
 compose:
   ansible_multipass_allow_start: multipass_state != 'Stopped' or 'builder' in inventory_hostname
 
+---
 # ssh.multipass.yml: reach running instances over SSH with a key baked into the image
 plugin: agentvm.multipass.multipass
 states: [Running]
@@ -137,6 +140,7 @@ connection: ssh
 ssh_private_key_file: ~/.ssh/agentvm_ed25519
 ssh_common_args: -o StrictHostKeyChecking=accept-new
 
+---
 # cached.multipass.yml: cache Multipass's answers for five minutes
 plugin: agentvm.multipass.multipass
 cache: true
