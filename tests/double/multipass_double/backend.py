@@ -126,7 +126,8 @@ class Backend:
         except BaseException as exc:
             nspawn.stop(dirs, force=True, timeout=5)
             if isinstance(exc, BackendError):
-                raise BackendError(f"{exc}; console:\n{nspawn.console_tail(dirs)}") from exc
+                tail = nspawn.console_tail(dirs)
+                raise BackendError(f"{exc}; last lines of {dirs.console}:\n{tail}") from exc
             raise
         return nspawn.record_runtime(dirs, proc.pid, leader, started_at)
 

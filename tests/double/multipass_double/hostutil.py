@@ -51,12 +51,18 @@ def progress(message: str) -> None:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive flock on ``path`` (created if needed), released on exit or process death."""
+def file_lock(path: Path, busy_message: str | None = None) -> Iterator[None]:
+    """An exclusive flock on ``path`` (created if needed), released on exit or process death.
+    ``busy_message`` is printed (stderr) when the lock is held by someone else and we have to wait."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if busy_message:
+                progress(busy_message)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)

@@ -109,7 +109,7 @@ def ensure(images: Path, *, force: bool = False) -> BuiltImage:
     existing = None if force else load(images)
     if existing:
         return existing
-    with hostutil.file_lock(images / "build.lock"):
+    with hostutil.file_lock(images / "build.lock", "waiting for another process to finish building the image"):
         existing = None if force else load(images)  # somebody else may have built it meanwhile
         if existing:
             return existing
@@ -132,7 +132,10 @@ def _build_locked(images: Path) -> BuiltImage:
         _install(images, tmp)
     finally:
         if tmp.exists():
+            with contextlib.suppress(OSError):
+                shutil.copy(tmp / "debootstrap.log", images / "last-failed-build.log")
             _remove_tree(tmp)
+    (images / "last-failed-build.log").unlink(missing_ok=True)
     hostutil.progress(f"instance image ready in {time.monotonic() - started:.1f} s")
     final = image_dir(images) / "rootfs"
     return BuiltImage(rootfs=final, sha256=built.sha256, pretty_name=built.pretty_name)
@@ -220,7 +223,11 @@ def _debootstrap(rootfs: Path, mirror: str, log: Path) -> None:
         )
     if proc.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise BackendError(f"debootstrap of {SUITE} from {mirror} failed (exit {proc.returncode}):\n{tail}")
+        raise BackendError(
+            f"debootstrap of {SUITE} from {mirror} failed (exit {proc.returncode}); full log kept as "
+            f"{log.parent.parent / 'last-failed-build.log'}. Check that the host reaches its apt mirror "
+            f"(`apt-get update`), then retry (`multipass-double build-image`). Last lines:\n{tail}"
+        )
 
 
 # -- golden-image fixes --------------------------------------------------------------------------

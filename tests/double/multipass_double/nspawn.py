@@ -99,22 +99,22 @@ def nspawn_directory(argv: list[str]) -> Path | None:
 
 
 def nspawn_processes(under: Path | None = None) -> dict[int, Path]:
-    """Our nspawn processes (pid -> directory), optionally only those whose -D is below ``under``."""
+    """nspawn processes (pid -> directory) whose -D is below ``under`` (any nspawn: the data folder is
+    ours); without ``under``, every nspawn started by the double (recognised by MARKER)."""
     prefix = str(under).rstrip("/") + "/" if under else None
     found = {}
     for pid in hostutil.all_pids():
         argv = hostutil.cmdline(pid)
         directory = nspawn_directory(argv)
-        if directory is None or f"--setenv={MARKER}" not in argv:
+        if directory is None:
             continue
-        if prefix is None or str(directory).startswith(prefix):
+        if (prefix is None and f"--setenv={MARKER}" in argv) or (prefix and str(directory).startswith(prefix)):
             found[pid] = directory
     return found
 
 
 def _is_our_nspawn(pid: int, merged: Path) -> bool:
-    argv = hostutil.cmdline(pid)
-    return nspawn_directory(argv) == merged and f"--setenv={MARKER}" in argv
+    return nspawn_directory(hostutil.cmdline(pid)) == merged
 
 
 def _container_init(pid: int) -> bool:
@@ -206,7 +206,7 @@ def find_leader(nspawn_pid: int, timeout: float) -> int:
         if not hostutil.is_alive(nspawn_pid):
             break
         time.sleep(0.02)
-    raise BackendError("systemd-nspawn did not start the container's init")
+    raise BackendError(f"systemd-nspawn (pid {nspawn_pid}) did not start the container's init in {timeout:.0f} s")
 
 
 def record_runtime(dirs: Dirs, nspawn_pid: int, leader: int, started_at: float) -> Runtime:
@@ -226,12 +226,17 @@ def wait_for_ssh(dirs: Dirs, rt: Runtime, name: str, in_subnet: str, timeout: fl
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if running(dirs) is None:
-            raise BackendError(f'instance "{name}" stopped while booting; console:\n{console_tail(dirs)}')
+            raise BackendError(
+                f'instance "{name}" stopped while booting; last lines of {dirs.console}:\n{console_tail(dirs)}'
+            )
         addresses = [a for a in addresses_of(rt.leader_pid) if a.startswith(in_subnet + ".")]
         if addresses and _port_open(addresses[0], 22):
             return addresses[0]
         time.sleep(POLL)
-    raise BackendTimeout(f'instance "{name}": sshd not reachable after {timeout:.0f} s')
+    raise BackendTimeout(
+        f'instance "{name}": no IPv4 with sshd listening after {timeout:.0f} s '
+        f"(the instance is left running; its console is in {dirs.console})"
+    )
 
 
 def _port_open(address: str, port: int) -> bool:
