@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOUBLE_BIN, REPO
+from tests.conftest import DOUBLE_ADMIN, DOUBLE_BIN, REPO
 
 pytestmark = pytest.mark.double
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -20,18 +21,22 @@ def literal(name: str) -> str:
     return (FIXTURES / f"{name}.json").read_text()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def empty_double(double_env):
-    """A second, empty data folder (no instances) sharing the machine's image cache."""
+    """A second, empty data folder (no instances) sharing the machine's image cache; removed afterwards."""
     env = dict(double_env)
-    env["MULTIPASS_DOUBLE_DATA"] = str(REPO / ".cache" / f"test-empty-{uuid.uuid4().hex[:8]}")
+    data = REPO / ".cache" / f"test-empty-{uuid.uuid4().hex[:8]}"
+    env["MULTIPASS_DOUBLE_DATA"] = str(data)
 
     def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
             [str(DOUBLE_BIN), *args], input=input, capture_output=True, text=True, env=env, timeout=120, check=False
         )
 
-    return run
+    yield run
+    subprocess.run(
+        [sys.executable, str(DOUBLE_ADMIN), "down", "--data", str(data), "--purge", "--quiet"], check=False, timeout=300
+    )
 
 
 def test_version_json_matches_literal(multipass):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 from typing import Any
 
 from multipass_double import MULTIPASS_VERSION, formats
@@ -106,13 +107,26 @@ def instance_entry(ctx: Context, rec: Record, runtime: bool) -> dict[str, Any]:
                 release=info.get("release") or f"Ubuntu {rec['image_release']}",
                 cpu_count=str(rec["cpus"]),
                 load=[float(v) for v in info.get("load", [])],
-                disk_used=str(min(int(info["disk"]["used"]), rec["disk"])),
+                disk_used=str(min(_disk_used(ctx, rec), rec["disk"])),
                 disk_total=str(rec["disk"]),
                 memory_used=min(int(info["memory"]["used"]), rec["memory"]),
                 memory_total=rec["memory"],
             )
         entry["ipv4"] = _ipv4(ctx, rec, state)
     return entry
+
+
+def _disk_used(ctx: Context, rec: Record) -> int:
+    """Bytes of the instance's own disk: its upper dir, its layers and the image rootfs it stands on."""
+    spec = ctx.store.spec(rec)
+    paths = [spec.directory / "upper", *spec.layers, ctx.backend.ensure_image().rootfs]
+    try:
+        proc = subprocess.run(
+            ["du", "-scb", *map(str, paths)], capture_output=True, text=True, timeout=10, check=False
+        )
+        return int(proc.stdout.strip().splitlines()[-1].split()[0])
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return 0
 
 
 def _children(rec: Record, snap: str) -> list[str]:
