@@ -121,9 +121,7 @@ def _disk_used(ctx: Context, rec: Record) -> int:
     spec = ctx.store.spec(rec)
     paths = [spec.directory / "upper", *spec.layers, ctx.backend.ensure_image().rootfs]
     try:
-        proc = subprocess.run(
-            ["du", "-scb", *map(str, paths)], capture_output=True, text=True, timeout=10, check=False
-        )
+        proc = subprocess.run(["du", "-scb", *map(str, paths)], capture_output=True, text=True, timeout=10, check=False)
         return int(proc.stdout.strip().splitlines()[-1].split()[0])
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
         return 0

@@ -10,9 +10,10 @@ import pytest
 from ansible.errors import AnsibleConnectionFailure, AnsibleError, AnsibleFileNotFound
 from ansible.playbook.play_context import PlayContext
 from ansible.plugins.loader import become_loader, connection_loader
+from mp_fakes import FakeMultipass, Reply, fixture_text
+
 from ansible_collections.agentvm.multipass.plugins.connection import multipass as plugin
 from ansible_collections.agentvm.multipass.plugins.module_utils.multipass import MultipassCLI
-from mp_fakes import FakeMultipass, Reply, fixture_text
 
 WRAPPER = plugin.EXIT4_WRAPPER
 

@@ -7,9 +7,10 @@ import json
 import pytest
 import yaml
 from ansible.module_utils.testing import patch_module_args
+from mp_fakes import FakeMultipass, Reply, fixture_text
+
 from ansible_collections.agentvm.multipass.plugins.module_utils.multipass import MultipassCLI
 from ansible_collections.agentvm.multipass.plugins.modules import instance, instance_info
-from mp_fakes import FakeMultipass, Reply, fixture_text
 
 MUTATING = {"launch", "clone", "start", "stop", "delete", "purge", "restart", "suspend", "recover"}
 

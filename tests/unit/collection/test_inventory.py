@@ -12,9 +12,10 @@ from ansible.inventory.manager import InventoryManager
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import inventory_loader
 from ansible.template import Templar
+from mp_fakes import FakeMultipass, Reply, fixture_text
+
 from ansible_collections.agentvm.multipass.plugins.inventory import multipass as plugin
 from ansible_collections.agentvm.multipass.plugins.module_utils.multipass import MultipassCLI
-from mp_fakes import FakeMultipass, Reply, fixture_text
 
 # list: bogus-instance (Running), bombastic (Stopped), plus agentvm-* names and a Deleted one
 LIST = """{

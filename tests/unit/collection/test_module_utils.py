@@ -9,8 +9,9 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from ansible_collections.agentvm.multipass.plugins.module_utils import multipass as mp
 from mp_fakes import FakeMultipass, Reply, fixture_text
+
+from ansible_collections.agentvm.multipass.plugins.module_utils import multipass as mp
 
 # --------------------------------------------------------------------------------------------------
 # JSON parsing (reference §3.2-§3.4)

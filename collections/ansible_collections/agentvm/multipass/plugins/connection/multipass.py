@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from ansible.errors import AnsibleConnectionFailure, AnsibleError, AnsibleFileNotFound
 from ansible.plugins.connection import ConnectionBase, ensure_connect
 from ansible.utils.display import Display
+
 from ansible_collections.agentvm.multipass.plugins.module_utils.multipass import (
     MultipassCLI,
     MultipassError,

@@ -11,6 +11,7 @@ from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.utils.display import Display
 from ansible.utils.unsafe_proxy import wrap_var
+
 from ansible_collections.agentvm.multipass.plugins.module_utils.multipass import (
     STATES,
     DaemonAccessDeniedError,

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.agentvm.multipass.plugins.module_utils.multipass import (
     MultipassCLI,
     MultipassError,

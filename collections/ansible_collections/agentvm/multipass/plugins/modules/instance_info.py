@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.agentvm.multipass.plugins.module_utils.multipass import (
     MultipassCLI,
     MultipassError,
