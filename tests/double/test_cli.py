@@ -59,7 +59,7 @@ ERROR_CASES = [
     (["recover", "nope"], 2, 'recover failed: The following errors occurred:\ninstance "nope" does not exist\n'),
     (["restart", "nope"], 2, 'restart failed: The following errors occurred:\ninstance "nope" does not exist\n'),
     (
-        ["exec", "nope", "--", "true"],
+        ["exec", "-n", "nope", "--", "true"],  # without -n/-d it is printed twice (test_fidelity.py)
         2,
         'exec failed: The following errors occurred:\ninstance "nope" does not exist\n',
     ),

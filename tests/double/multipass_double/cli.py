@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from multipass_double import faults
 from multipass_double.backend import BackendError
-from multipass_double.common import Context, Fail, failed
+from multipass_double.common import Context, Fail, Killed, failed
 from multipass_double.config import Paths
 from multipass_double.exec_transfer import cmd_exec, cmd_transfer
 from multipass_double.lifecycle import (
@@ -209,13 +209,23 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    """Run one invocation. Like the real client (no handlers for them), SIGINT and a signal that ends
+    ``exec`` make the process die by that signal, after the trace line (exit_code 128+N) is written."""
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     start = time.time()
-    code = 130
+    code = 128 + signal.SIGINT
+    killed_by: int | None = None
     try:
         code = run(argv)
     except KeyboardInterrupt:
-        code = 130
+        killed_by = signal.SIGINT
+    except Killed as exc:
+        killed_by = exc.signum
+        code = 128 + exc.signum
     finally:
         faults.trace(argv, start, time.time(), code)
+    if killed_by is not None:
+        sys.stdout.flush()
+        signal.signal(killed_by, signal.SIG_DFL)
+        os.kill(os.getpid(), killed_by)
     return code

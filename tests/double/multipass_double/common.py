@@ -44,6 +44,14 @@ class Fail(Exception):
         self.stdout = stdout
 
 
+class Killed(BaseException):
+    """End the process by re-raising ``signum`` on itself (after the trace line is written)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def failed(command: str, message: str, details: str = "") -> Fail:
     """``standard_failure_handler_for``: ``<cmd> failed: <message>\\n[<details>\\n]``, exit 2."""
     return Fail(2, f"{command} failed: {message}\n" + (f"{details}\n" if details else ""))
@@ -156,10 +164,11 @@ def live_state(ctx: Context, rec: Record) -> str:
     if rec["deleted"]:
         return "Deleted"
     state = rec["state"]
+    if state in ("Starting", "Restarting") and not _pid_alive(rec.get("worker_pid")):
+        # the process booting it is gone (killed): whatever it left behind
+        return "Running" if ctx.backend.is_running(ctx.store.spec(rec)) else "Stopped"
     if state in ("Running", "Unknown", "Restarting") and not ctx.backend.is_running(ctx.store.spec(rec)):
         return "Stopped"
-    if state == "Starting" and not _pid_alive(rec.get("worker_pid")):
-        return "Running" if ctx.backend.is_running(ctx.store.spec(rec)) else "Stopped"
     return state
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from multipass_double.common import Context, Fail, errors_occurred, failed, live_state, log_line, usage
+from multipass_double.common import Context, Fail, Killed, errors_occurred, failed, live_state, log_line, usage
 from multipass_double.lifecycle import start_instances
 from multipass_double.qtargs import Option, ParseError, parse
 from multipass_double.state import Record
@@ -41,13 +42,21 @@ def _ssh_target(ctx: Context, command: str, name: str, auto_start: bool) -> Reco
     return ctx.store.snapshot()["instances"][name]
 
 
+def _to_cmd(argv: list[str]) -> str:
+    """``utils::to_cmd(args, quote_every_arg)``: every argument escaped for the remote shell (shlex.quote
+    has the same effect as Multipass's ``escape_for_shell``, including ``''`` for an empty argument)."""
+    return " ".join(shlex.quote(a) for a in argv)
+
+
 def _command_string(argv: list[str], workdir: str | None) -> str:
-    joined = " ".join(shlex.quote(a) for a in argv)
+    """The command line ``Exec::exec_success`` sends over SSH (src/client/cli/cmd/exec.cpp)."""
     if workdir is None:
-        return joined
-    if argv and argv[0] == "sudo":
-        return f'sudo sh -c "cd {workdir} && sudo -u ubuntu {" ".join(argv)}"'
-    return f"cd {shlex.quote(workdir)}&&{joined}"
+        return _to_cmd(argv)
+    if argv[0] == "sudo":
+        # Multipass joins the arguments *unescaped* here, then escapes the whole string as one argument of
+        # ``sudo sh -c``: the inner sh sees exactly "cd DIR && sudo -u ubuntu ARGS...".
+        return _to_cmd(["sudo", "sh", "-c", f"cd {workdir} && sudo -u ubuntu {' '.join(argv)}"])
+    return f"{_to_cmd(['cd', workdir])}&&{_to_cmd(argv)}"
 
 
 def cmd_exec(ctx: Context, args: list[str]) -> int:
@@ -56,11 +65,13 @@ def cmd_exec(ctx: Context, args: list[str]) -> int:
     except ParseError as exc:
         hint = EXEC_HINT if exc.unknown and "--" not in args else ""
         raise Fail(1, f"{exc}\n{hint}") from None
-    if len(p.positionals) < 2:
-        raise usage("Wrong number of arguments")
     if p.is_set("working-directory") and p.is_set("no-map-working-directory"):
         raise usage("Options --working-directory and --no-map-working-directory clash")
+    if len(p.positionals) < 2:
+        raise usage("Wrong number of arguments")
     name, argv = p.positionals[0], p.positionals[1:]
+    if not p.is_set("working-directory") and not p.is_set("no-map-working-directory"):
+        _map_working_directory(ctx, name)
     rec = _ssh_target(ctx, "exec", name, auto_start=True)
     command = _command_string(argv, p.value("working-directory"))
     loop_on_4 = os.environ.get("MULTIPASS_DOUBLE_EXEC_RC4_LOOP", "1") != "0"
@@ -70,25 +81,44 @@ def cmd_exec(ctx: Context, args: list[str]) -> int:
             return code
 
 
+def _map_working_directory(ctx: Context, name: str) -> None:
+    """Without -d/-n the client first asks ``info`` for the instance's mounts (the double has none, so no
+    ``cd`` results). Its failure is printed and otherwise ignored ("TODO: what to do with the returned
+    value?" in exec.cpp): for a missing instance the error appears twice, once from info, once from ssh_info."""
+    if name not in ctx.store.snapshot()["instances"]:
+        ctx.eprint(errors_occurred("exec", [f'instance "{name}" does not exist']).stderr)
+
+
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
 def _run_remote(ctx: Context, rec: Record, command: str) -> int:
+    """Run the command in the instance, our stdio as its stdio; return its exit status (255 when it died
+    by a signal: libssh reports no exit status then, and -1 becomes 255).
+
+    The Popen stays in this (main) thread for the whole run, as ``Backend.popen`` requires. SIGTERM,
+    SIGHUP and SIGINT are forwarded to the guard, which ends the command's whole process group; once the
+    guard is gone, ``Killed`` makes this process die by the same signal, like the real client (which
+    installs no handler for them). A SIGKILL reaches the command through the guard's parent-death signal."""
     spec = ctx.store.spec(rec)
     sys.stdout.flush()
     proc = ctx.backend.popen(spec, ["/bin/bash", "-c", command], stdin=None, stdout=None, stderr=None)
-    previous = {sig: signal.signal(sig, _forward(proc)) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    received: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     try:
-        code = proc.wait()
+        code = proc.wait()  # retried after each handler run (PEP 475) until the guard has cleaned up
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if received:
+        raise Killed(received[0])
     return code if code >= 0 else 255
-
-
-def _forward(proc: subprocess.Popen[bytes]) -> Any:
-    def handler(signum: int, _frame: Any) -> None:
-        proc.send_signal(signum)
-        raise SystemExit(255)
-
-    return handler
 
 
 # -- transfer ---------------------------------------------------------------------------------
@@ -258,13 +288,17 @@ def _local_file_target(source: str, target: str, parents: bool) -> str:
 
 
 def _pull_one(ctx: Context, rec: Record, source: str, target: str, flags: dict[str, bool]) -> None:
-    kind = _remote(ctx, rec, ["kind", source], stdout=subprocess.PIPE).communicate()[0].decode().strip()
-    if kind == "dir":
+    kind, _, mode = _remote(ctx, rec, ["kind", source], stdout=subprocess.PIPE).communicate()[0].decode().partition(" ")
+    if kind.strip() == "dir":
         if not flags["recursive"]:
             raise SftpError(f'omitting remote directory "{source}": recursive mode not specified')
         dest = _local_dir_target(source, target, flags["parents"])
         proc = _remote(ctx, rec, ["pull-dir", source], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        tar = subprocess.run(["tar", "-C", dest, "-xf", "-"], stdin=proc.stdout, check=False)
+        # Like the SFTP client: entries are created by this process (owned by the invoking user, not by
+        # the instance's uid 1000) and get the remote permission bits, symlinks stay symlinks.
+        tar = subprocess.run(
+            ["tar", "--no-same-owner", "--same-permissions", "-C", dest, "-xf", "-"], stdin=proc.stdout, check=False
+        )
         _check(proc)
         if tar.returncode != 0:
             raise SftpError(f'cannot create local directory "{dest}"')
@@ -277,6 +311,12 @@ def _pull_one(ctx: Context, rec: Record, source: str, target: str, flags: dict[s
     with out:
         proc = _remote(ctx, rec, ["pull-file", source], stdout=out, stderr=subprocess.PIPE)
         _check(proc)
+    mode = mode.strip()
+    if mode and mode != "-":  # pull_file: the local file gets the remote file's permission bits
+        try:
+            os.chmod(dest, int(mode, 8))
+        except OSError:
+            raise SftpError(f'cannot set permissions for local file "{dest}"') from None
 
 
 def _local_dir_target(source: str, target: str, parents: bool) -> str:
