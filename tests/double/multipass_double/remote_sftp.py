@@ -102,8 +102,14 @@ def write_stream(path, mode):
 def main(op, *a):
     if op == "isdir":
         sys.exit(0 if isdir(a[0]) else 1)
-    if op == "kind":
-        print("dir" if isdir(a[0]) else "file")
+    if op == "kind":  # "dir", or "file" and the permission bits (octal) when it exists
+        if isdir(a[0]):
+            print("dir")
+        else:
+            try:
+                print("file", format(os.stat(a[0]).st_mode & 0o7777, "o"))
+            except OSError:
+                print("file -")
         return
     if op == "push-file":
         target, name, parents, mode = a[0], a[1], a[2] == "1", (int(a[3], 8) if a[3] != "-" else None)
@@ -127,9 +133,9 @@ def main(op, *a):
                 sys.stdout.buffer.write(chunk)
         return
     if op == "pull-dir":
+        # "." first: the local target directory gets the source directory's permissions (pull_dir)
         with tarfile.open(fileobj=sys.stdout.buffer, mode="w|") as tar:
-            for entry in sorted(os.listdir(a[0])):
-                tar.add(os.path.join(a[0], entry), arcname=entry)
+            tar.add(a[0], arcname=".")
         return
 
 
