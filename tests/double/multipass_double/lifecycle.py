@@ -161,8 +161,7 @@ def cmd_launch(ctx: Context, args: list[str]) -> int:
                 if existing.get("preparing")
                 else f'instance "{name}" already exists',
             )
-        rec = new_record(name, cpus, memory, disk, image[1], info.sha256, user_data)
-        rec["worker_pid"] = -1
+        rec = new_record(name, cpus, memory, disk, image[1], info.sha256, user_data)  # Starting, by us
         st["instances"][name] = rec
     return _finish(
         ctx,
@@ -225,6 +224,9 @@ def _launch_work(ctx: Context, name: str, uid: str, timeout: float) -> Result:
         spec = ctx.store.spec(ctx.store.snapshot()["instances"][name])
         try:
             ctx.backend.prepare(spec)
+            # The daemon's preparing phase (image fetch, VM creation) ends here: from now on the instance
+            # is operative and Starting, and another launch of this name gets "already exists".
+            _set(ctx, name, uid, preparing=False)
             ctx.backend.boot(spec, timeout)
         except BackendTimeout:
             _set(ctx, name, uid, state="Unknown", preparing=False)
@@ -393,7 +395,10 @@ def cmd_stop(ctx: Context, args: list[str]) -> int:
         raise failed("stop", "delayed shutdown is not supported by the Multipass test double")
     if p.is_set("cancel"):
         return 0
-    for rec in records:
+    for rec in records:  # cmd_vms: the first failure ends the command
+        if not p.is_set("force") and live_state(ctx, rec) in ("Starting", "Restarting"):
+            # BaseVirtualMachine::check_state_for_shutdown (Powerdown policy); --force switches it off.
+            raise failed("stop", f"Cannot shut down instance {rec['name']} while starting.")
         stop_instance(ctx, rec["name"], force=p.is_set("force"))
     return 0
 
@@ -452,10 +457,12 @@ def _delete_snapshot(ctx: Context, name: str, snap: str) -> None:
         ctx.store.gc_layers(st)
 
 
-def delete_instance(ctx: Context, name: str, purge: bool) -> None:
+def delete_instance(ctx: Context, name: str, purge: bool, only_deleted: bool = False) -> None:
+    """Delete (or purge) one instance under its lock. ``only_deleted`` (``purge``): skip it unless it is
+    still deleted once the lock is held (a concurrent ``recover`` wins)."""
     with ctx.store.instance_lock(name):
         rec = ctx.store.snapshot()["instances"].get(name)
-        if rec is None:
+        if rec is None or (only_deleted and not rec["deleted"]):
             return
         spec = ctx.store.spec(rec)
         if purge:
@@ -476,7 +483,7 @@ def cmd_purge(ctx: Context, args: list[str]) -> int:
         raise usage("This command takes no arguments")
     for name, rec in sorted(ctx.store.snapshot()["instances"].items()):
         if rec["deleted"]:
-            delete_instance(ctx, name, purge=True)
+            delete_instance(ctx, name, purge=True, only_deleted=True)
     return 0
 
 
