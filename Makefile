@@ -11,7 +11,7 @@ STAMP        := $(VENV)/.agentvm-installed
 DOUBLE       := tests/double/bin/multipass-double
 PYTEST_ARGS  ?=
 
-.PHONY: help setup lint test double-down
+.PHONY: help setup lint test double-down golden verify-golden run
 
 help: ## List the targets, one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,3 +40,13 @@ test: $(STAMP) ## Run the whole test suite (unit, the double, integration, bench
 
 double-down: ## Stop and remove every instance, mount, bridge and DHCP server of the Multipass test double
 	$(VENV_BIN)/python $(DOUBLE) down
+
+golden: $(STAMP) ## Build, verify, seal and promote the golden VM (AGENTS=claude,gemini FORCE=1 KEEP=1); a no-op when nothing changed
+	ANSIBLE_CONFIG=ansible.cfg $(VENV_BIN)/ansible-playbook playbooks/golden.yml $(if $(AGENTS),-e golden_provision_agents=$(AGENTS)) $(if $(FORCE),-e golden_image_force=$(FORCE)) $(if $(KEEP),-e golden_image_keep=$(KEEP))
+
+verify-golden: $(STAMP) ## Verify a clone of the golden VM: agents and tools answer, fresh identity, no credentials
+	ANSIBLE_CONFIG=ansible.cfg $(VENV_BIN)/ansible-playbook playbooks/verify-golden.yml
+
+# make expands `$(...)` in command-line values; $(value PROMPT) hands the agent the text exactly as typed.
+run: $(STAMP) ## Run the agent on PROMPT (or PROMPT_FILE) in a fresh clone of the golden VM (AGENT TIMEOUT WORKSPACE KEEP MODEL)
+	@PROMPT='$(subst ','\'',$(value PROMPT))' $(VENV_BIN)/agentvm run
