@@ -48,10 +48,63 @@ def _secure_tmp() -> str | None:
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
+def describe_event(event: dict[str, Any]) -> str | None:
+    """One short line for a streamed agent event (Claude Code stream-json, codex/opencode JSONL)."""
+    kind = event.get("type")
+    if kind == "assistant":
+        parts = []
+        for block in (event.get("message") or {}).get("content") or []:
+            if block.get("type") == "text" and block.get("text"):
+                parts.append("says: " + block["text"].strip().splitlines()[0][:100])
+            elif block.get("type") == "tool_use":
+                parts.append(f"uses {block.get('name')}")
+        return "; ".join(parts) or None
+    if kind == "system" and event.get("subtype") == "init":
+        return f"started (model {event.get('model')})"
+    if kind == "result":
+        return f"finished: {event.get('subtype')}"
+    if kind in ("item.completed", "tool_use", "text", "error", "turn.failed"):
+        return kind
+    return None
+
+
+class AgentStream:
+    """Follows the agent's stdout in the VM (``multipass exec … tail -F``) and prints its events."""
+
+    def __init__(self, req: RunRequest, say: Any) -> None:
+        path = f"/home/ubuntu/.agentvm/{req.run_id}/stdout.log"
+        self.say = say
+        self.proc = subprocess.Popen(
+            [req.multipass_bin, "exec", "-n", req.instance, "--", "tail", "-n", "+1", "-F", path],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with contextlib.suppress(ValueError, AttributeError):
+                text = describe_event(json.loads(line))
+                if text:
+                    self.say(f"  agent {text}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+
 class Progress:
     """Phase and elapsed time on the terminal, from ansible-runner's events."""
 
-    def __init__(self, out: TextIO, started: float) -> None:
+    def __init__(self, out: TextIO, started: float, req: RunRequest | None = None) -> None:
+        self.req = req
+        self.stream: AgentStream | None = None
         self.out = out
         self.started = started
         self.phase: str | None = None
@@ -72,9 +125,14 @@ class Progress:
             return
         if self.phase:
             self.phase_ended[self.phase] = now
+        if self.stream is not None:
+            self.stream.stop()
+            self.stream = None
         self.phase = phase
         self.phase_started.setdefault(phase, now)
         self.say(f"{phase} ...")
+        if phase == "agent" and self.req is not None and self.req.profile.output != "text":
+            self.stream = AgentStream(self.req, self.say)
 
     def event(self, data: dict[str, Any]) -> bool:
         kind = data.get("event", "")
@@ -91,6 +149,9 @@ class Progress:
         return True
 
     def close(self) -> None:
+        if self.stream is not None:
+            self.stream.stop()
+            self.stream = None
         if self.phase:
             self.phase_ended.setdefault(self.phase, time.monotonic())
         self._stop.set()
@@ -275,7 +336,7 @@ class Run:
         started_at, t0 = _now(), time.monotonic()
         req.run_dir.mkdir(parents=True, exist_ok=False, mode=0o700)
         (req.run_dir / "prompt.txt").write_bytes(req.prompt)
-        progress = Progress(self.out, t0)
+        progress = Progress(self.out, t0, req)
         progress.say(f"run {req.run_id}: agent {req.profile.name} in {req.instance} (results: {req.run_dir})")
         stop = threading.Event()
         tmp = Path(tempfile.mkdtemp(prefix="agentvm-", dir=_secure_tmp()))

@@ -113,6 +113,12 @@ def _status_lines(env: Paths) -> list[str]:
     return lines
 
 
+def cmd_host_ip(env: Paths, _args: argparse.Namespace) -> int:
+    """The host's address on this data folder's bridge: where instances reach services of the host."""
+    print(network.ensure(env).gateway)
+    return 0
+
+
 def cmd_status(env: Paths, _args: argparse.Namespace) -> int:
     print("\n".join(_status_lines(env)))
     return 0
@@ -128,10 +134,11 @@ def parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build-image", help="build the machine-wide instance image now")
     build.add_argument("--force", action="store_true", help="rebuild even if it exists")
     sub.add_parser("status", help="what of the double exists on this host")
+    sub.add_parser("host-ip", help="the host's address on the data folder's bridge (creates the network if needed)")
     return top
 
 
-COMMANDS = {"down": cmd_down, "build-image": cmd_build_image, "status": cmd_status}
+COMMANDS = {"down": cmd_down, "build-image": cmd_build_image, "status": cmd_status, "host-ip": cmd_host_ip}
 
 
 def main(argv: list[str]) -> int:
