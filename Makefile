@@ -11,7 +11,7 @@ STAMP        := $(VENV)/.agentvm-installed
 DOUBLE       := tests/double/bin/multipass-double
 PYTEST_ARGS  ?=
 
-.PHONY: help setup lint test double-down golden verify-golden run
+.PHONY: help setup lint test double-down golden verify-golden run demo
 
 help: ## List the targets, one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,10 +33,9 @@ lint: $(STAMP) ## Run ansible-lint (production profile), yamllint and ruff
 	$(VENV_BIN)/yamllint --strict .
 	$(VENV_BIN)/ansible-lint
 
+# Each test session tears down its own data folder of the double; `make double-down` removes everything.
 test: $(STAMP) ## Run the whole test suite (unit, the double, integration, benchmarks at small size)
-	@rc=0; $(VENV_BIN)/python -m pytest $(PYTEST_ARGS) || rc=$$?; \
-	  $(VENV_BIN)/python $(DOUBLE) down --quiet || true; \
-	  exit $$rc
+	$(VENV_BIN)/python -m pytest $(PYTEST_ARGS)
 
 double-down: ## Stop and remove every instance, mount, bridge and DHCP server of the Multipass test double
 	$(VENV_BIN)/python $(DOUBLE) down
@@ -50,3 +49,6 @@ verify-golden: $(STAMP) ## Verify a clone of the golden VM: agents and tools ans
 # make expands `$(...)` in command-line values; $(value PROMPT) hands the agent the text exactly as typed.
 run: $(STAMP) ## Run the agent on PROMPT (or PROMPT_FILE) in a fresh clone of the golden VM (AGENT TIMEOUT WORKSPACE KEEP MODEL)
 	@PROMPT='$(subst ','\'',$(value PROMPT))' $(VENV_BIN)/agentvm run
+
+demo: $(STAMP) ## The whole flow on the Multipass double with a mock model API (Linux, root; no Multipass or API key)
+	@PROMPT='$(subst ','\'',$(value PROMPT))' $(VENV_BIN)/python scripts/demo.py

@@ -460,10 +460,10 @@ class Run:
 
 
 def _manifest_id() -> str | None:
-    manifest = REPO / "golden" / "manifest.json"
+    manifest = Path(os.environ.get("AGENTVM_GOLDEN_DIR") or REPO / "golden") / "manifest.json"
     try:
         data = json.loads(manifest.read_text())
     except (OSError, ValueError):
         return None
-    value = data.get("inputs_hash") or data.get("id")
+    value = data.get("build_id") or data.get("inputs_sha256")
     return str(value) if value else None
