@@ -16,7 +16,7 @@ import sys
 import time
 
 
-def load_secrets(path):
+def load_secrets(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
@@ -27,7 +27,7 @@ def load_secrets(path):
             os.unlink(path)
 
 
-def main(work, secrets_file):
+def main(work: str, secrets_file: str) -> int:
     with open(os.path.join(work, "run.json"), encoding="utf-8") as fh:
         spec = json.load(fh)
     env = dict(os.environ)
@@ -36,10 +36,14 @@ def main(work, secrets_file):
     stdin_path = os.path.join(work, "prompt.txt") if spec["prompt_via"] == "stdin" else os.devnull
     started = time.monotonic()
     timed_out = False
-    with open(stdin_path, "rb") as stdin, open(os.path.join(work, "stdout.log"), "wb") as out, open(
-        os.path.join(work, "stderr.log"), "wb"
-    ) as err:
-        proc = subprocess.Popen(spec["argv"], stdin=stdin, stdout=out, stderr=err, env=env, cwd=spec["cwd"], start_new_session=True)
+    with (
+        open(stdin_path, "rb") as stdin,
+        open(os.path.join(work, "stdout.log"), "wb") as out,
+        open(os.path.join(work, "stderr.log"), "wb") as err,
+    ):
+        proc = subprocess.Popen(
+            spec["argv"], stdin=stdin, stdout=out, stderr=err, env=env, cwd=spec["cwd"], start_new_session=True
+        )
         try:
             code = proc.wait(timeout=spec["timeout"])
         except subprocess.TimeoutExpired:
