@@ -90,8 +90,10 @@ def golden(double_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         ANSIBLE_FORCE_COLOR="0",
         AGENTVM_GOLDEN_DIR=str(tmp_path_factory.mktemp("golden")),
     )
-    for var in ("AGENTS", "FORCE", "KEEP"):
+    for var in ("FORCE", "KEEP"):
         env.pop(var, None)
+    # Claude Code (Anthropic Messages) plus one OpenAI-compatible agent, both tested against local mocks.
+    env["AGENTS"] = "claude,opencode"
     started = time.monotonic()
     proc = subprocess.run(
         ["make", "--no-print-directory", "golden"],
