@@ -11,7 +11,7 @@ STAMP        := $(VENV)/.agentvm-installed
 DOUBLE       := tests/double/bin/multipass-double
 PYTEST_ARGS  ?=
 
-.PHONY: help setup lint test double-down golden verify-golden run demo
+.PHONY: help setup lint test double-down golden verify-golden run demo batch clean doctor runs show bench
 
 help: ## List the targets, one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,3 +52,24 @@ run: $(STAMP) ## Run the agent on PROMPT (or PROMPT_FILE) in a fresh clone of th
 
 demo: $(STAMP) ## The whole flow on the Multipass double with a mock model API (Linux, root; no Multipass or API key)
 	@PROMPT='$(subst ','\'',$(value PROMPT))' $(VENV_BIN)/python scripts/demo.py
+
+# Operations (docs/operations.md). MAX_VMS, AGENTVM_QUEUE_TIMEOUT, AGENTVM_RETRIES and ALERT_WEBHOOK_URL pass
+# through the environment to every run.
+batch: $(STAMP) ## Run every prompt of PROMPTS=prompts.yaml in parallel within MAX_VMS; writes runs/batch-<id>.json
+	@test -n '$(value PROMPTS)' || { echo 'make batch: set PROMPTS=prompts.yaml (see docs/operations.md)' >&2; exit 2; }
+	@$(VENV_BIN)/agentvm batch '$(subst ','\'',$(value PROMPTS))'
+
+clean: $(STAMP) ## Delete every <prefix>-run-* VM whose run is not alive, and stale locks (ALL=1: golden VMs too)
+	@$(VENV_BIN)/agentvm clean $(if $(ALL),--all)
+
+doctor: $(STAMP) ## Check Multipass, the golden VM, disk, memory and agent credentials; print a fix for each problem
+	@$(VENV_BIN)/agentvm doctor
+
+runs: $(STAMP) ## List recent runs: id, status, agent, duration, first line of the result (N=20)
+	@$(VENV_BIN)/agentvm runs $(if $(N),-n $(N))
+
+show: $(STAMP) ## Print one run's summary (RUN=<id>, a unique prefix, or last)
+	@$(VENV_BIN)/agentvm show '$(if $(RUN),$(subst ','\'',$(value RUN)),last)'
+
+bench: $(STAMP) ## Orchestration overhead and batch wall times on the double's realistic latency (figures only)
+	@$(VENV_BIN)/python scripts/bench_ops.py

@@ -51,6 +51,8 @@ def double_env() -> Iterator[dict[str, str]]:
     env = dict(os.environ)
     env["MULTIPASS_BIN"] = str(DOUBLE_BIN)
     env["MULTIPASS_DOUBLE_DATA"] = str(data)
+    # agentvm's host-wide run state (liveness locks, queue, VM slots) is private to the session's data folder.
+    env["AGENTVM_STATE_DIR"] = str(data) + "-agentvm-state"
     env.pop("MULTIPASS_DOUBLE_TRACE", None)
     env.pop("MULTIPASS_DOUBLE_FAIL", None)
     env.pop("MULTIPASS_DOUBLE_LATENCY", None)
@@ -64,6 +66,7 @@ def double_env() -> Iterator[dict[str, str]]:
             check=False,
             timeout=300,
         )
+        shutil.rmtree(env["AGENTVM_STATE_DIR"], ignore_errors=True)
 
 
 MultipassFn = Callable[..., subprocess.CompletedProcess]

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agentvm import ops, opscli
 from agentvm.errors import USAGE_EXIT, UsageError
 from agentvm.request import build_request
 from agentvm.runner import Run
@@ -90,6 +91,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in opscli.COMMANDS:  # clean, doctor, runs, show, batch: docs/operations.md
+        return opscli.main(argv)
     args = parser().parse_args(argv)
     env = dict(os.environ)
     for attr, key in FLAG_ENV.items():
@@ -102,11 +106,22 @@ def main(argv: list[str] | None = None) -> int:
     prompt = None if args.prompt in (None, "-") else args.prompt
     try:
         request = build_request(env, prompt=prompt, prompt_file=args.prompt_file, stdin=stdin, vault=load_vault(env))
+        limits = ops.limits(env)
     except UsageError as exc:
         print(f"agentvm: {exc}", file=sys.stderr)
         return USAGE_EXIT
-    record, code = Run(request).execute()
+    # Host-wide operations (docs/operations.md): liveness lock, reaper, FIFO queue for a VM slot, alerts.
+    try:
+        with ops.host_slot(request, limits):
+            record, code = Run(request).execute()
+    except ops.slots.QueueTimeout as exc:
+        print(f"agentvm: {exc}", file=sys.stderr)
+        return ops.QUEUE_TIMEOUT_EXIT
+    except KeyboardInterrupt:
+        print("agentvm: interrupted while queued; nothing was created", file=sys.stderr)
+        return 130
     print(summary(record, request.run_dir), file=sys.stderr)
+    ops.alert(record, request.run_dir)
     if args.json:
         print(json.dumps(record, indent=2, ensure_ascii=False))
     return code

@@ -35,6 +35,8 @@ class RunRequest:
     prefix: str
     multipass_bin: str
     runs_dir: Path
+    retries: int = 1
+    retry_delay: int = 5
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
     passthrough: dict[str, str] = field(default_factory=dict)
 
@@ -86,6 +88,15 @@ def _int(env: Mapping[str, str], key: str, default: int | None) -> int | None:
         raise UsageError(
             f"{key} must be a positive whole number of {'seconds' if key == 'TIMEOUT' else 'turns'}, got {raw!r}"
         )
+    return int(raw)
+
+
+def _count(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key, "").strip()
+    if raw == "":
+        return default
+    if not raw.isdigit():
+        raise UsageError(f"{key} must be a whole number (0 or more), got {raw!r}")
     return int(raw)
 
 
@@ -178,6 +189,8 @@ def build_request(
         prefix=prefix,
         multipass_bin=multipass,
         runs_dir=Path(env.get("AGENTVM_RUNS_DIR") or REPO / "runs").resolve(),
+        retries=_count(env, "AGENTVM_RETRIES", 1),
+        retry_delay=_count(env, "AGENTVM_RETRY_DELAY", 5),
         secrets=secrets_found,
         passthrough={k: env[k] for k in profile.passthrough if env.get(k)},
     )

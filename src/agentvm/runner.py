@@ -112,6 +112,7 @@ class Progress:
         self.phase_ended: dict[str, float] = {}
         self.failure: dict[str, Any] | None = None
         self.failed_phase: str | None = None
+        self.retries: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True)
         self._beat.start()
@@ -142,11 +143,28 @@ class Progress:
             phase = task[1 : task.index("]")] if "]" in task else ""
             if phase in PHASES:
                 self.enter(phase)
+        if kind == "runner_retry":
+            self._retry(event_data.get("res") or {})
         failed = kind == "runner_on_failed" and not event_data.get("ignore_errors")
         if failed and self.failure is None:
             self.failure = event_data.get("res") or {}
             self.failed_phase = self.phase
         return True
+
+    def _retry(self, res: dict[str, Any]) -> None:
+        """A clone/start attempt failed with a transient error and Ansible will try again."""
+        message = str(res.get("msg") or res.get("stderr") or "failed").strip().splitlines()[0]
+        attempt, total = int(res.get("attempts") or len(self.retries) + 1), int(res.get("retries") or 0)
+        self.retries.append(
+            {
+                "phase": self.phase or "clone",
+                "attempt": attempt,
+                "attempts_allowed": total,
+                "error": message,
+                "at": _now(),
+            }
+        )
+        self.say(f"{self.phase} attempt {attempt} of {total} failed ({message}); retrying")
 
     def close(self) -> None:
         if self.stream is not None:
@@ -234,6 +252,8 @@ def _extravars(req: RunRequest, secrets_file: Path | None, archive: Path | None)
         "agentvm_run_dir": str(req.run_dir),
         "agentvm_timeout": req.timeout,
         "agentvm_keep": req.keep,
+        "agentvm_retries": req.retries,
+        "agentvm_retry_delay": req.retry_delay,
         "agentvm_secrets_file": str(secrets_file) if secrets_file else "",
         "agentvm_workspace_archive": str(archive) if archive else "",
         "agentvm_agent": {
@@ -449,7 +469,7 @@ class Run:
                 "kept": req.keep,
             },
             "workspace": workspace,
-            "retries": [],
+            "retries": progress.retries,
             "started_at": started_at,
             "finished_at": _now(),
             "error": error,

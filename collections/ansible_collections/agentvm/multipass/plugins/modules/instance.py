@@ -110,6 +110,15 @@ options:
   multipass_bin:
     description: Path or name of the C(multipass) executable.
     type: str
+  retries:
+    description:
+      - How many times a transient Multipass failure (daemon unreachable; instance busy, for operations
+        safe to repeat) is retried inside the module, with exponential backoff from one second.
+      - V(0) turns the module's own retries off, for callers that retry the task themselves (the task's
+        failure then carries C(transient)).
+    type: int
+    default: 3
+    version_added: 0.2.0
 notes:
   - Image, CPUs, memory, disk and cloud-init apply only when the instance is launched; an existing
     instance is not changed to match them.
@@ -218,6 +227,11 @@ actions:
   type: list
   elements: str
   sample: [stop agentvm-golden, clone agentvm-golden agentvm-run-1]
+transient:
+  description: On failure, whether Multipass's error is a transient one (worth retrying the task).
+  returned: failure
+  type: bool
+  version_added: 0.2.0
 """
 
 NAME_RE = re.compile(r"^([a-zA-Z]|[a-zA-Z][a-zA-Z0-9-]*[a-zA-Z0-9])$")
@@ -286,7 +300,7 @@ class InstanceModule:
         self.cli = MultipassCLI(
             binary=self.params["multipass_bin"],
             timeout=120.0,
-            retry=RetryPolicy(),
+            retry=RetryPolicy(retries=module.params["retries"]),
             log=module.debug,
         )
         self.actions: list[str] = []
@@ -393,6 +407,7 @@ def main() -> None:
             "timeout": {"type": "int", "default": 600},
             "runtime_information": {"type": "bool", "default": True},
             "multipass_bin": {"type": "str"},
+            "retries": {"type": "int", "default": 3},
         },
         required_if=[("state", "cloned", ["source"])],
         supports_check_mode=True,
@@ -407,7 +422,7 @@ def main() -> None:
     try:
         result = runner.run()
     except MultipassError as err:
-        runner.fail(err.message, **err.to_dict())
+        runner.fail(err.message, transient=err.transient, **err.to_dict())
     module.exit_json(**result)
 
 
