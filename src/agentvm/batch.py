@@ -120,14 +120,15 @@ class Batch:
                 self.say(item, last)
         code = proc.wait()
         reader.join()
-        item.result = _result(item, code, b"".join(out), last, time.monotonic() - started)
+        runs_dir = Path(self.env.get("AGENTVM_RUNS_DIR") or REPO / "runs").resolve()
+        item.result = _result(item, code, b"".join(out), last, time.monotonic() - started, runs_dir)
 
     def execute(self) -> None:
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
             list(pool.map(self.run_one, self.items))
 
 
-def _result(item: Item, code: int, stdout: bytes, last_line: str, seconds: float) -> dict[str, Any]:
+def _result(item: Item, code: int, stdout: bytes, last_line: str, seconds: float, runs_dir: Path) -> dict[str, Any]:
     try:
         record = json.loads(stdout)
     except ValueError:
@@ -144,7 +145,6 @@ def _result(item: Item, code: int, stdout: bytes, last_line: str, seconds: float
             "error": last_line.removeprefix("agentvm: "),
             "seconds": round(seconds, 3),
         }
-    runs_dir = Path(os.environ.get("AGENTVM_RUNS_DIR") or REPO / "runs").resolve()
     return {
         "index": item.index,
         "prompt": item.label,
