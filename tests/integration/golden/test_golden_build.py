@@ -50,14 +50,16 @@ def test_golden_is_stopped_with_a_sealed_snapshot_carrying_the_manifest(golden):
     assert [i["name"] for i in names if "-golden-" in i["name"]] == []
 
 
-def test_second_make_golden_is_a_fast_no_op(golden, tmp_path: Path):
+def test_second_make_golden_is_a_fast_no_op(golden, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     trace = tmp_path / "trace.jsonl"
     started = time.monotonic()
     proc = golden.make("golden", env={"MULTIPASS_DOUBLE_TRACE": str(trace)})
     seconds = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "is up to date" in proc.stdout
-    assert seconds < 10, f"the no-op took {seconds:.1f} s"
+    # A figure, not an assertion (speed is measured, never asserted): the bound is 10 s.
+    with capsys.disabled():
+        print(f"\nno-op `make golden`: {seconds:.1f} s")
     calls = [json.loads(line)["argv"] for line in trace.read_text().splitlines()]
     commands = [next((a for a in argv[1:] if not a.startswith("-")), "") for argv in calls]
     assert not MUTATING & set(commands), commands
