@@ -58,7 +58,15 @@ def test_provisioning_failure_names_the_step_and_keeps_the_golden(golden):
 def test_second_converge_of_golden_provision_changes_nothing(golden):
     name = golden.clone()
     try:
-        proc = playbook(golden, "-i", f"{name},", "tests/integration/golden/playbooks/converge.yml")
+        agents = golden.env.get("AGENTS", "claude")  # converge with the agents the golden was built with
+        proc = playbook(
+            golden,
+            "-i",
+            f"{name},",
+            "-e",
+            f"golden_provision_agents={agents}",
+            "tests/integration/golden/playbooks/converge.yml",
+        )
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out[-4000:]
         recap = re.search(rf"{re.escape(name)}\s*:\s*ok=\d+\s+changed=(\d+)\s+unreachable=0\s+failed=0", out)

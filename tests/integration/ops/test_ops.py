@@ -114,7 +114,7 @@ def test_batch_with_one_failing_prompt(ops_env, tmp_path):
 
 @pytest.mark.double
 def test_clone_failure_once_is_retried_and_recorded(ops_env):
-    env = {**ops_env, "MULTIPASS_DOUBLE_FAIL": "clone*1"}
+    env = {**ops_env, "MULTIPASS_DOUBLE_FAIL": "clone=error*1"}  # a counter of its own: see the double README
     proc = subprocess.run([*AGENTVM, "run", "--agent-command", "cat", "x"], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     [record] = results(env)
@@ -126,7 +126,7 @@ def test_clone_failure_once_is_retried_and_recorded(ops_env):
 
 @pytest.mark.double
 def test_clone_failure_twice_is_infra_failed_and_leaves_nothing(ops_env):
-    env = {**ops_env, "MULTIPASS_DOUBLE_FAIL": "clone*2"}
+    env = {**ops_env, "MULTIPASS_DOUBLE_FAIL": "clone=error*2"}
     proc = subprocess.run([*AGENTVM, "run", "--agent-command", "cat", "x"], env=env, capture_output=True, text=True)
     [record] = results(env)
     assert (proc.returncode, record["status"], record["error"]["phase"]) == (3, "infra_failed", "clone")
