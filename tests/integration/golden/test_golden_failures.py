@@ -71,7 +71,11 @@ def test_second_converge_of_golden_provision_changes_nothing(golden):
         assert proc.returncode == 0, out[-4000:]
         recap = re.search(rf"{re.escape(name)}\s*:\s*ok=\d+\s+changed=(\d+)\s+unreachable=0\s+failed=0", out)
         assert recap, out[-3000:]
-        changed = [line for line in out.splitlines() if line.startswith("changed:")]
+        task, changed = "", []
+        for line in out.splitlines():
+            task = line if line.startswith("TASK [") else task
+            if line.startswith("changed:"):
+                changed.append(f"{task} {line}")
         assert recap.group(1) == "0", changed
     finally:
         golden.multipass("delete", "--purge", name)
