@@ -12,7 +12,7 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,3 +109,19 @@ def golden(double_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     assert proc.returncode == 0, f"make golden failed after {seconds:.0f} s:\n{output[-6000:]}"
     manifest = json.loads((Path(env["AGENTVM_GOLDEN_DIR"]) / "manifest.json").read_text())
     return Golden(f"{prefix}-golden", prefix, env, marker, seconds, output, manifest)
+
+
+@pytest.fixture(scope="module")
+def fake_golden(double_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """A launched-and-stopped plain instance standing in for the golden, under a prefix of its own: for tests
+    of the run pipeline and of operations, which need a golden to clone but not the agents in it. Yields the
+    environment (``AGENTVM_PREFIX`` set); the instance is purged afterwards."""
+    prefix = "p" + uuid.uuid4().hex[:6]
+    env = dict(double_env, AGENTVM_PREFIX=prefix)
+    for argv in (["launch", "--name", f"{prefix}-golden"], ["stop", f"{prefix}-golden"]):
+        proc = subprocess.run([str(DOUBLE_BIN), *argv], env=env, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+    yield env
+    subprocess.run(
+        [str(DOUBLE_BIN), "delete", "--purge", f"{prefix}-golden"], env=env, capture_output=True, check=False
+    )

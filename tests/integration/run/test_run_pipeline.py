@@ -23,20 +23,6 @@ pytestmark = pytest.mark.double
 AGENTVM = [sys.executable, "-m", "agentvm.cli", "run"]
 
 
-@pytest.fixture(scope="module")
-def fake_golden(double_env):
-    prefix = "p" + uuid.uuid4().hex[:6]
-    env = dict(double_env)
-    env["AGENTVM_PREFIX"] = prefix
-    for argv in (["launch", "--name", f"{prefix}-golden"], ["stop", f"{prefix}-golden"]):
-        proc = subprocess.run([str(DOUBLE_BIN), *argv], env=env, capture_output=True, text=True, check=False)
-        assert proc.returncode == 0, proc.stderr
-    yield env
-    subprocess.run(
-        [str(DOUBLE_BIN), "delete", "--purge", f"{prefix}-golden"], env=env, capture_output=True, check=False
-    )
-
-
 @pytest.fixture
 def agentvm(fake_golden, tmp_path):
     runs = tmp_path / "runs"
