@@ -102,3 +102,18 @@ class _FakeProcess:
 
     def wait(self, timeout: float | None = None) -> int:
         return self.returncode if self.returncode is not None else -9
+
+
+def route_cli_to(fake: FakeMultipass, monkeypatch: Any, mp_bin: str) -> None:
+    """Make every MultipassCLI created from now on run its commands through ``fake`` (and never sleep)."""
+    from ansible_collections.agentvm.multipass.plugins.module_utils.multipass import MultipassCLI
+
+    original_init = MultipassCLI.__init__
+
+    def init(self: MultipassCLI, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.popen = fake.popen
+        self.sleep = lambda seconds: None
+
+    monkeypatch.setattr(MultipassCLI, "__init__", init)
+    monkeypatch.setenv("MULTIPASS_BIN", mp_bin)

@@ -10,10 +10,9 @@ import pytest
 from ansible.errors import AnsibleConnectionFailure, AnsibleError, AnsibleFileNotFound
 from ansible.playbook.play_context import PlayContext
 from ansible.plugins.loader import become_loader, connection_loader
-from mp_fakes import FakeMultipass, Reply, fixture_text
+from mp_fakes import FakeMultipass, Reply, fixture_text, route_cli_to
 
 from ansible_collections.agentvm.multipass.plugins.connection import multipass as plugin
-from ansible_collections.agentvm.multipass.plugins.module_utils.multipass import MultipassCLI
 
 WRAPPER = plugin.EXIT4_WRAPPER
 
@@ -36,15 +35,7 @@ def fake(monkeypatch, mp_bin) -> FakeMultipass:
         return Reply()
 
     fake.responder = respond
-    original_init = MultipassCLI.__init__
-
-    def init(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        self.popen = fake.popen
-        self.sleep = lambda seconds: None
-
-    monkeypatch.setattr(MultipassCLI, "__init__", init)
-    monkeypatch.setenv("MULTIPASS_BIN", mp_bin)
+    route_cli_to(fake, monkeypatch, mp_bin)
     return fake
 
 

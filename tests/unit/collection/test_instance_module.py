@@ -7,9 +7,8 @@ import json
 import pytest
 import yaml
 from ansible.module_utils.testing import patch_module_args
-from mp_fakes import FakeMultipass, Reply, fixture_text
+from mp_fakes import FakeMultipass, Reply, fixture_text, route_cli_to
 
-from ansible_collections.agentvm.multipass.plugins.module_utils.multipass import MultipassCLI
 from ansible_collections.agentvm.multipass.plugins.modules import instance, instance_info
 
 MUTATING = {"launch", "clone", "start", "stop", "delete", "purge", "restart", "suspend", "recover"}
@@ -134,15 +133,7 @@ class World:
 def world(monkeypatch, mp_bin):
     world = World()
     fake = FakeMultipass(responder=world.respond)
-    original_init = MultipassCLI.__init__
-
-    def init(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        self.popen = fake.popen
-        self.sleep = lambda seconds: None
-
-    monkeypatch.setattr(MultipassCLI, "__init__", init)
-    monkeypatch.setenv("MULTIPASS_BIN", mp_bin)
+    route_cli_to(fake, monkeypatch, mp_bin)
     world.fake = fake
     return world
 

@@ -12,10 +12,9 @@ from ansible.inventory.manager import InventoryManager
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import inventory_loader
 from ansible.template import Templar
-from mp_fakes import FakeMultipass, Reply, fixture_text
+from mp_fakes import FakeMultipass, Reply, fixture_text, route_cli_to
 
 from ansible_collections.agentvm.multipass.plugins.inventory import multipass as plugin
-from ansible_collections.agentvm.multipass.plugins.module_utils.multipass import MultipassCLI
 
 # list: bogus-instance (Running), bombastic (Stopped), plus agentvm-* names and a Deleted one
 LIST = """{
@@ -59,15 +58,7 @@ def fake(monkeypatch, mp_bin) -> FakeMultipass:
         return Reply(2, stderr="unexpected")
 
     fake.responder = respond
-    original_init = MultipassCLI.__init__
-
-    def init(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        self.popen = fake.popen
-        self.sleep = lambda seconds: None
-
-    monkeypatch.setattr(MultipassCLI, "__init__", init)
-    monkeypatch.setenv("MULTIPASS_BIN", mp_bin)
+    route_cli_to(fake, monkeypatch, mp_bin)
     return fake
 
 
