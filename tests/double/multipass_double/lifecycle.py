@@ -533,12 +533,18 @@ def cmd_clone(ctx: Context, args: list[str]) -> int:
     return 0
 
 
+def _operative(command: str, st: dict[str, Any], name: str) -> Record:
+    """``find_instance_and_react`` with the operative-instances reaction: the record, or the bare failure."""
+    rec = st["instances"].get(name)
+    if rec is None:
+        raise failed(command, f'instance "{name}" does not exist')
+    if rec["deleted"]:
+        raise failed(command, f'instance "{name}" is deleted')
+    return rec
+
+
 def _check_clone(ctx: Context, st: dict[str, Any], source: str, dest: str | None) -> str:
-    src = st["instances"].get(source)
-    if src is None:
-        raise failed("clone", f'instance "{source}" does not exist')
-    if src["deleted"]:
-        raise failed("clone", f'instance "{source}" is deleted')
+    src = _operative("clone", st, source)
     if live_state(ctx, src) != "Stopped":
         raise failed("clone", "Multipass can only clone stopped instances.")
     dest = dest if dest is not None else f"{source}-clone{src['clone_count'] + 1}"
@@ -560,11 +566,7 @@ def cmd_snapshot(ctx: Context, args: list[str]) -> int:
         raise usage("Too many arguments supplied")
     name = p.positionals[0]
     with ctx.store.instance_lock(name), ctx.store.locked() as st:
-        rec = st["instances"].get(name)
-        if rec is None:
-            raise failed("snapshot", f'instance "{name}" does not exist')
-        if rec["deleted"]:
-            raise failed("snapshot", f'instance "{name}" is deleted')
+        rec = _operative("snapshot", st, name)
         if live_state(ctx, rec) != "Stopped":
             raise failed("snapshot", "Multipass can only take snapshots of stopped instances.")
         snap = p.value("name") or f"snapshot{rec['snapshots_taken'] + 1}"
@@ -606,11 +608,7 @@ def cmd_restore(ctx: Context, args: list[str]) -> int:
             "<instance>.<snapshot>."
         )
     with ctx.store.instance_lock(name), ctx.store.locked() as st:
-        rec = st["instances"].get(name)
-        if rec is None:
-            raise failed("restore", f'instance "{name}" does not exist')
-        if rec["deleted"]:
-            raise failed("restore", f'instance "{name}" is deleted')
+        rec = _operative("restore", st, name)
         if snap not in rec["snapshots"]:
             raise failed("restore", f"No such snapshot: {name}.{snap}")
         if live_state(ctx, rec) != "Stopped":
