@@ -8,7 +8,7 @@ PYTHON       ?= python3
 VENV         ?= .venv
 VENV_BIN     := $(VENV)/bin
 STAMP        := $(VENV)/.agentvm-installed
-DOUBLE       := tests/double/bin/multipass-double
+DOUBLE       := simulator/bin/multipass-double
 PYTEST_ARGS  ?=
 
 .PHONY: help setup lint test double-down golden verify-golden run demo batch clean doctor runs show bench

@@ -25,8 +25,8 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DOUBLE = REPO / "tests" / "double" / "bin" / "multipass"
-ADMIN = REPO / "tests" / "double" / "bin" / "multipass-double"
+DOUBLE = REPO / "simulator" / "bin" / "multipass"
+ADMIN = REPO / "simulator" / "bin" / "multipass-double"
 AGENT_COMMAND = "echo done"
 
 SHELL_BASELINE = """set -e

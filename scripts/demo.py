@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make demo`: the whole agentvm flow on a Linux machine without Multipass or an API key.
 
-It uses the Multipass test double (tests/double, needs root and systemd-nspawn) and a local mock of the
+It uses the Multipass test double (simulator/, needs root and systemd-nspawn) and a local mock of the
 Anthropic Messages API, builds the golden VM with the real Claude Code CLI (`make golden`; a no-op once
 built), then runs one prompt through `agentvm run` exactly as `make run` would, and prints the summary.
 The double's state stays in .cache/demo-double so a second demo reuses the golden; `make double-down`
@@ -20,9 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.mocks.model_api import make_server  # noqa: E402
+from simulator.mocks.model_api import make_server  # noqa: E402
 
-DOUBLE = REPO / "tests" / "double" / "bin"
+DOUBLE = REPO / "simulator" / "bin"
 DEMO_ANSWER = "Hello from the mock model! agentvm cloned the golden VM, ran Claude Code in it and brought this back."
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from simulator import DOUBLE_BIN
+
 REPO = Path(__file__).resolve().parents[2]
-DOUBLE_BIN = REPO / "tests" / "double" / "bin" / "multipass"
 
 
 @dataclass

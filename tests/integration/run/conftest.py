@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from simulator.mocks.model_api import make_server
 from tests.conftest import DOUBLE_ADMIN
-from tests.mocks.model_api import make_server
 
 
 class Mock:

@@ -23,13 +23,11 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from multipass_double import hostutil, image, network, nspawn
 from multipass_double.backend import Backend, InstanceSpec
 from multipass_double.config import REPO_ROOT, Paths
 
-DOUBLE_DIR = Path(__file__).resolve().parent
+DOUBLE_DIR = Path(__file__).resolve().parents[1]
 ADMIN = DOUBLE_DIR / "bin" / "multipass-double"
 MARK = "written by cloud-init for the backend test"
 USER_DATA = f"""#cloud-config

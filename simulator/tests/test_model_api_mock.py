@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from tests.mocks.model_api import make_server
+from simulator.mocks.model_api import make_server
 
 
 @pytest.fixture

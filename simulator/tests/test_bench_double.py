@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.double
-SCRIPT = Path(__file__).parent / "bench_double.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "bench_double.py"
 
 
 def test_benchmark_prints_a_figure_per_command(double_env, capsys):

@@ -16,7 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
-DEFAULT_BIN = Path(__file__).resolve().parents[1] / "double" / "bin" / "multipass"
+DEFAULT_BIN = Path(__file__).resolve().parent / "bin" / "multipass"
 
 
 def timed(binary: str, *args: str) -> float:
