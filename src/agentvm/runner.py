@@ -102,8 +102,9 @@ class AgentStream:
 class Progress:
     """Phase and elapsed time on the terminal, from ansible-runner's events."""
 
-    def __init__(self, out: TextIO, started: float, req: RunRequest | None = None) -> None:
+    def __init__(self, out: TextIO, started: float, req: RunRequest | None = None, on_phase: Any = None) -> None:
         self.req = req
+        self.on_phase = on_phase
         self.stream: AgentStream | None = None
         self.out = out
         self.started = started
@@ -132,6 +133,9 @@ class Progress:
         self.phase = phase
         self.phase_started.setdefault(phase, now)
         self.say(f"{phase} ...")
+        if self.on_phase is not None:
+            with contextlib.suppress(Exception):
+                self.on_phase(phase)
         if phase == "agent" and self.req is not None and self.req.profile.output != "text":
             self.stream = AgentStream(self.req, self.say)
 
@@ -192,6 +196,9 @@ def _signals(flag: threading.Event) -> Iterator[None]:
     def handler(signum: int, _frame: Any) -> None:
         flag.set()
 
+    if threading.current_thread() is not threading.main_thread():
+        yield  # a worker thread (the service): the caller cancels through the event
+        return
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
@@ -347,18 +354,26 @@ def _failure(req: RunRequest, progress: Progress, interrupted: bool) -> RunError
 
 
 class Run:
-    def __init__(self, req: RunRequest, out: TextIO = sys.stderr) -> None:
+    def __init__(
+        self,
+        req: RunRequest,
+        out: TextIO = sys.stderr,
+        cancel: threading.Event | None = None,
+        on_phase: Any = None,
+    ) -> None:
         self.req = req
         self.out = out
+        self.cancel = cancel or threading.Event()
+        self.on_phase = on_phase
 
     def execute(self) -> tuple[dict[str, Any], int]:
         req = self.req
         started_at, t0 = _now(), time.monotonic()
         req.run_dir.mkdir(parents=True, exist_ok=False, mode=0o700)
         (req.run_dir / "prompt.txt").write_bytes(req.prompt)
-        progress = Progress(self.out, t0, req)
+        progress = Progress(self.out, t0, req, on_phase=self.on_phase)
         progress.say(f"run {req.run_id}: agent {req.profile.name} in {req.instance} (results: {req.run_dir})")
-        stop = threading.Event()
+        stop = self.cancel
         tmp = Path(tempfile.mkdtemp(prefix="agentvm-", dir=_secure_tmp()))
         runner_result: Any = None
         workspace: dict[str, Any] | None = None

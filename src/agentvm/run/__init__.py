@@ -1,0 +1,1 @@
+"""One run: validation, agent profiles, the playbook, progress, extraction of what came back, the record."""
