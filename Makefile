@@ -1,5 +1,13 @@
 # agentvm — the one entry point. `make help` lists the targets.
-# Portable across GNU make on Linux and the make shipped with macOS: no GNU-only shell tricks in recipes.
+#
+# Variables are data. Every variable given on make's command line (PROMPT, AGENT, N, RUN, ALL, ...) is turned
+# into a simply expanded copy of its raw text and exported as is, so make never expands `$(shell ...)`, `$$`
+# or anything else in it, a value of several lines stays one value, and recipes never paste a value into a
+# shell command: each recipe runs agentvm, which reads the variables from its environment and checks them.
+# Relies only on constructs of GNU make 3.81 (macOS): $(value), $(eval), $(foreach), :=, export.
+$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(eval override $(v) := $$(value $(v)))$(eval export $(v))))
+# make's own copy of the command line (MAKEFLAGS) is not for the tools (it can be larger than one variable may be).
+unexport MAKEFLAGS MAKEOVERRIDES
 
 SHELL        := /bin/sh
 .DEFAULT_GOAL := help
@@ -8,16 +16,16 @@ PYTHON       ?= python3
 VENV         ?= .venv
 VENV_BIN     := $(VENV)/bin
 STAMP        := $(VENV)/.agentvm-installed
+AGENTVM      := $(VENV_BIN)/agentvm
 DOUBLE       := simulator/bin/multipass-double
-PYTEST_ARGS  ?=
 
-.PHONY: help setup lint test double-down golden verify-golden run demo batch clean doctor runs show bench
+.PHONY: help setup lint test test-unit double-down golden verify-golden run demo batch clean doctor runs show bench
 
 help: ## List the targets, one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(STAMP) ## Create .venv with the pinned tools and check host prerequisites
-	@$(VENV_BIN)/python scripts/check_prereqs.py
+setup: $(STAMP) ## Create .venv with the pinned tools, install the simulator's host packages (Linux, root), check prerequisites
+	@$(VENV_BIN)/python scripts/check_prereqs.py --install-host-packages
 
 # The venv is rebuilt only when pyproject.toml changes, so a second `make setup` is a quick no-op.
 $(STAMP): pyproject.toml
@@ -33,43 +41,41 @@ lint: $(STAMP) ## Run ansible-lint (production profile), yamllint and ruff
 	$(VENV_BIN)/yamllint --strict .
 	$(VENV_BIN)/ansible-lint
 
-# Each test session tears down its own data folder of the double; `make double-down` removes everything.
-test: $(STAMP) ## Run the whole test suite (unit, the double, integration, benchmarks at small size)
-	$(VENV_BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(STAMP) ## Run the whole suite (unit, the simulator's real instances, integration, benchmarks at small size)
+	@$(VENV_BIN)/python scripts/run_tests.py
 
-double-down: ## Stop and remove every instance, mount, bridge and DHCP server of the Multipass test double
-	$(VENV_BIN)/python $(DOUBLE) down
+test-unit: $(STAMP) ## Run the tests that need no root and no Multipass double (under a minute)
+	@$(VENV_BIN)/python scripts/run_tests.py --unit
+
+double-down: ## Stop and remove every instance, mount, bridge and DHCP server of the Multipass double on this machine
+	@$(VENV_BIN)/python $(DOUBLE) down
 
 golden: $(STAMP) ## Build, verify, seal and promote the golden VM (AGENTS=claude,gemini FORCE=1 KEEP=1); a no-op when nothing changed
-	ANSIBLE_CONFIG=ansible.cfg $(VENV_BIN)/ansible-playbook playbooks/golden.yml $(if $(AGENTS),-e golden_provision_agents=$(AGENTS)) $(if $(FORCE),-e golden_image_force=$(FORCE)) $(if $(KEEP),-e golden_image_keep=$(KEEP))
+	@$(AGENTVM) golden
 
 verify-golden: $(STAMP) ## Verify a clone of the golden VM: agents and tools answer, fresh identity, no credentials
-	ANSIBLE_CONFIG=ansible.cfg $(VENV_BIN)/ansible-playbook playbooks/verify-golden.yml
+	@$(AGENTVM) verify-golden
 
-# make expands `$(...)` in command-line values; $(value PROMPT) hands the agent the text exactly as typed.
 run: $(STAMP) ## Run the agent on PROMPT (or PROMPT_FILE) in a fresh clone of the golden VM (AGENT TIMEOUT WORKSPACE KEEP MODEL)
-	@PROMPT='$(subst ','\'',$(value PROMPT))' $(VENV_BIN)/agentvm run
+	@$(AGENTVM) run
 
 demo: $(STAMP) ## The whole flow on the Multipass double with a mock model API (Linux, root; no Multipass or API key)
-	@PROMPT='$(subst ','\'',$(value PROMPT))' $(VENV_BIN)/python scripts/demo.py
+	@$(VENV_BIN)/python scripts/demo.py
 
-# Operations (docs/operations.md). MAX_VMS, AGENTVM_QUEUE_TIMEOUT, AGENTVM_RETRIES and ALERT_WEBHOOK_URL pass
-# through the environment to every run.
 batch: $(STAMP) ## Run every prompt of PROMPTS=prompts.yaml in parallel within MAX_VMS; writes runs/batch-<id>.json
-	@test -n '$(value PROMPTS)' || { echo 'make batch: set PROMPTS=prompts.yaml (see docs/operations.md)' >&2; exit 2; }
-	@$(VENV_BIN)/agentvm batch '$(subst ','\'',$(value PROMPTS))'
+	@$(AGENTVM) batch
 
-clean: $(STAMP) ## Delete every <prefix>-run-* VM whose run is not alive, and stale locks (ALL=1: golden VMs too)
-	@$(VENV_BIN)/agentvm clean $(if $(ALL),--all)
+clean: $(STAMP) ## Delete this host's VMs of dead runs, stale locks and scratch (ALL=1: golden and old unknown runs too; KEPT=1)
+	@$(AGENTVM) clean
 
 doctor: $(STAMP) ## Check Multipass, the golden VM, disk, memory and agent credentials; print a fix for each problem
-	@$(VENV_BIN)/agentvm doctor
+	@$(AGENTVM) doctor
 
 runs: $(STAMP) ## List recent runs: id, status, agent, duration, first line of the result (N=20)
-	@$(VENV_BIN)/agentvm runs $(if $(N),-n $(N))
+	@$(AGENTVM) runs
 
 show: $(STAMP) ## Print one run's summary (RUN=<id>, a unique prefix, or last)
-	@$(VENV_BIN)/agentvm show '$(if $(RUN),$(subst ','\'',$(value RUN)),last)'
+	@$(AGENTVM) show
 
 bench: $(STAMP) ## Orchestration overhead and batch wall times on the double's realistic latency (figures only)
 	@$(VENV_BIN)/python scripts/bench_ops.py

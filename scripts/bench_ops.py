@@ -73,7 +73,7 @@ def overhead(env: dict[str, str], work: Path, samples: int) -> dict[str, float]:
     for i in range(samples):
         trace = work / f"trace-a{i}.jsonl"
         wall, proc = timed(
-            [sys.executable, "-m", "agentvm.cli", "run", "--json", "bench"],
+            [sys.executable, "-m", "agentvm", "run", "--json", "bench"],
             {**env, "MULTIPASS_DOUBLE_TRACE": str(trace)},
         )
         if proc.returncode != 0:
@@ -105,7 +105,7 @@ def overhead(env: dict[str, str], work: Path, samples: int) -> dict[str, float]:
 def batch_wall(env: dict[str, str], work: Path, size: int, cap: int) -> float:
     prompts = work / f"prompts-{size}-{cap}.yaml"
     prompts.write_text(json.dumps([f"bench {i}" for i in range(size)]))
-    wall, proc = timed([sys.executable, "-m", "agentvm.cli", "batch", str(prompts)], {**env, "MAX_VMS": str(cap)})
+    wall, proc = timed([sys.executable, "-m", "agentvm", "batch", str(prompts)], {**env, "MAX_VMS": str(cap)})
     if proc.returncode != 0:
         raise SystemExit(f"batch failed:\n{proc.stderr[-3000:]}")
     return round(wall, 1)

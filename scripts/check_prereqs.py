@@ -19,6 +19,9 @@ import sys
 MIN_PYTHON = (3, 11)
 MAX_PYTHON_EXCLUSIVE = (3, 14)
 MIN_MULTIPASS = (1, 15, 0)  # `multipass clone` first shipped in 1.15.0
+# What the Multipass double (simulator/) needs on a Debian/Ubuntu host: nspawn containers, debootstrap for its
+# image, DHCP/DNS on its bridge, NAT and egress rules, and git for workspaces.
+HOST_PACKAGES = ("systemd-container", "debootstrap", "dnsmasq-base", "iptables", "iproute2", "nftables", "git")
 
 
 def _install_hint() -> str:
@@ -86,9 +89,46 @@ def check_multipass() -> list[str]:
     return []
 
 
+def missing_packages(packages: tuple[str, ...] = HOST_PACKAGES) -> list[str]:
+    """Debian packages of the list that dpkg does not report installed."""
+    missing = []
+    for pkg in packages:
+        proc = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True, check=False)
+        if "install ok installed" not in proc.stdout:
+            missing.append(pkg)
+    return missing
+
+
+def install_host_packages() -> list[str]:
+    """Install the simulator's host packages where we can (Linux, root, apt); else say what to install."""
+    packages = " ".join(HOST_PACKAGES)
+    if platform.system() != "Linux" or shutil.which("dpkg-query") is None:
+        return [
+            "the Multipass double (for `make test` and `make demo`) runs on Debian/Ubuntu Linux as root only; "
+            "with real Multipass you need none of its packages"
+        ]
+    missing = missing_packages()
+    if not missing:
+        return []
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return [f"the Multipass double needs {' '.join(missing)}: `sudo apt-get install {' '.join(missing)}`"]
+    print(f"Installing the Multipass double's host packages: {' '.join(missing)} ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]):
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            return [f"`{' '.join(argv)}` failed: {' / '.join(tail)}; install {packages} yourself"]
+    still = missing_packages()
+    return [f"still missing after apt-get: {' '.join(still)}"] if still else []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--python-only", action="store_true", help="check only the Python interpreter")
+    parser.add_argument(
+        "--install-host-packages", action="store_true", help="install the Multipass double's host packages (apt)"
+    )
     args = parser.parse_args(argv)
     fatal = check_python()
     for line in fatal:
@@ -96,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     if fatal or args.python_only:
         return 1 if fatal else 0
     warnings = check_make() + check_multipass()
+    if args.install_host_packages:
+        warnings += install_host_packages()
     for line in warnings:
         print(f"note: {line}")
     if not warnings:

@@ -69,7 +69,7 @@ def main() -> int:
     prompt = env.get("PROMPT") or "Introduce yourself in one sentence."
     print("== 3/3 agentvm run ==", flush=True)
     try:
-        proc = subprocess.run([sys.executable, "-m", "agentvm.cli", "run", prompt], env=env, check=False)
+        proc = subprocess.run([sys.executable, "-m", "agentvm", "run", prompt], env=env, check=False)
     finally:
         server.shutdown()
         server.server_close()

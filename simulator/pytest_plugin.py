@@ -8,6 +8,12 @@
 ``multipass``   a callable ``multipass(*args, input=None, env=None, timeout=...)`` -> CompletedProcess (text).
 ``instance``    (session) the name of one Running instance launched for the whole session; tests must not
                 stop or delete it (launch their own for that).
+
+Every test that uses ``double_env`` (directly or through another fixture) is marked ``double`` (a
+real-instance test). Where the double cannot run, those tests fail with the reason, unless only unit tests
+were asked for (``AGENTVM_UNIT_ONLY=1``, as ``make test-unit`` does, which also deselects them). The end of
+the run says how many real-instance tests ran. Tests that use the session's built golden (the ``golden``
+fixture) share one pytest-xdist group, so one worker builds it and runs them all.
 """
 
 from __future__ import annotations
@@ -32,11 +38,34 @@ def double_unavailable_reason() -> str | None:
     return None
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "double_env" in names:
+            item.add_marker(pytest.mark.double)
+        if "golden" in names:
+            item.add_marker(pytest.mark.xdist_group("golden"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            keywords = getattr(report, "keywords", {}) or {}
+            if "double" in keywords and (report.when == "call" or outcome in ("error", "skipped")):
+                counts[outcome] = counts.get(outcome, 0) + 1
+    ran = counts.get("passed", 0) + counts.get("failed", 0)
+    detail = ", ".join(f"{n} {k}" for k, n in counts.items()) or "none"
+    terminalreporter.write_line(f"real-instance tests (the Multipass double): {ran} ran ({detail})")
+
+
 @pytest.fixture(scope="session")
 def double_env() -> Iterator[dict[str, str]]:
     reason = double_unavailable_reason()
     if reason:
-        pytest.skip(reason)
+        if os.environ.get("AGENTVM_UNIT_ONLY") == "1":
+            pytest.skip(reason)
+        pytest.fail(f"real-instance tests cannot run here: {reason} (make test-unit runs the others)", pytrace=False)
     data = REPO / ".cache" / f"test-double-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ)
     env["MULTIPASS_BIN"] = str(DOUBLE_BIN)

@@ -10,31 +10,24 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
-from agentvm.errors import UsageError
+from agentvm.errors import QueueTimeout, UsageError
+from agentvm.host.alerts import alert
+from agentvm.host.hostslot import host_slot
+from agentvm.multipass import Multipass
+from agentvm.options import RunInput, from_env
+from agentvm.run.pipeline import Run
+from agentvm.run.request import build_request
+from agentvm.settings import Settings
+from agentvm.vault import load_vault
 
-__all__ = ["RunOptions", "RunResult", "UsageError", "run"]
+__all__ = ["QueueTimeout", "RunInput", "RunOptions", "RunResult", "UsageError", "run"]
 
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What a caller asks of one run. ``None`` means: the setting from the environment, else its default."""
-
-    prompt: bytes
-    agent: str | None = None
-    agent_command: str | None = None
-    agent_credentials: str | None = None
-    model: str | None = None
-    max_turns: int | None = None
-    timeout: int | None = None
-    workspace: str | None = None
-    keep: bool = False
-    labels: Mapping[str, str] = field(default_factory=dict)
-    trigger: Mapping[str, str | None] | None = None
-    attempt: int | None = None
+#: The inputs of one run (``prompt`` bytes, ``agent``, ``model``, ``timeout``, ``workspace``, ``labels``, ...).
+RunOptions = RunInput
 
 
 @dataclass(frozen=True)
@@ -45,45 +38,30 @@ class RunResult:
 
 
 def run(
-    options: RunOptions,
+    options: RunInput,
     env: Mapping[str, str] | None = None,
     *,
     cancel: threading.Event | None = None,
     on_phase: Callable[[str], None] | None = None,
     out: TextIO | None = None,
+    stdin: IO[bytes] | None = None,
+    settings: Settings | None = None,
+    use_env_defaults: bool = True,
 ) -> RunResult:
     """Run one prompt to the end. Raises ``UsageError`` (nothing created) and ``QueueTimeout`` (no VM slot).
 
     ``env`` replaces ``os.environ`` as the source of settings (a worker per simulated host passes its own);
-    setting ``cancel`` interrupts the run (its VM is deleted, the record says ``interrupted``); ``on_phase``
+    with ``use_env_defaults`` the run inputs it does not give come from that environment (AGENT, TIMEOUT, ...).
+    Setting ``cancel`` interrupts the run (its VM is deleted, the record says ``interrupted``); ``on_phase``
     is called with each phase name as the run enters it (for heartbeats).
     """
-    import os
-
-    from agentvm import ops
-    from agentvm.cli import load_vault
-    from agentvm.request import build_request
-    from agentvm.runner import Run
-
-    source = dict(os.environ if env is None else env)
-    for key in ("PROMPT", "PROMPT_FILE"):
-        source.pop(key, None)
-    for key, value in (
-        ("AGENT", options.agent),
-        ("AGENT_COMMAND", options.agent_command),
-        ("AGENT_CREDENTIALS", options.agent_credentials),
-        ("MODEL", options.model),
-        ("MAX_TURNS", None if options.max_turns is None else str(options.max_turns)),
-        ("TIMEOUT", None if options.timeout is None else str(options.timeout)),
-        ("WORKSPACE", options.workspace),
-    ):
-        if value is not None:
-            source[key] = value
-    source["KEEP"] = "1" if options.keep else ""
+    settings = settings or Settings.load(env)
+    inp = options.over(from_env(settings.env)) if use_env_defaults else options
     stream = out or sys.stderr
-    request = build_request(source, stdin=options.prompt, vault=load_vault(source))
-    limits = ops.limits(source)
-    with ops.host_slot(request, limits, out=stream):
-        record, code = Run(request, out=stream, cancel=cancel, on_phase=on_phase).execute()
-    ops.alert(record, request.run_dir, out=stream)
-    return RunResult(record=record, exit_code=code, run_dir=request.run_dir)
+    mp = Multipass(settings.multipass_bin, settings.env)
+    request = build_request(settings, inp, stdin=stdin, vault=load_vault(settings), mp=mp)
+    with host_slot(settings, request.instance, request.run_id, mp, out=stream):
+        record, code = Run(settings, request, mp, out=stream, cancel=cancel, on_phase=on_phase).execute()
+    run_dir = settings.runs_dir / request.run_id
+    alert(record, run_dir, settings, stream)
+    return RunResult(record=record, exit_code=code, run_dir=run_dir)

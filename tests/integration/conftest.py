@@ -119,7 +119,14 @@ def fake_golden(double_env: dict[str, str]) -> Iterator[dict[str, str]]:
     environment (``AGENTVM_PREFIX`` set); the instance is purged afterwards."""
     prefix = "p" + uuid.uuid4().hex[:6]
     env = dict(double_env, AGENTVM_PREFIX=prefix)
-    for argv in (["launch", "--name", f"{prefix}-golden"], ["stop", f"{prefix}-golden"]):
+    manifest = json.dumps({"schema": 1, "build_id": f"fake-{prefix}", "built_at": "2026-12-01T00:00:00Z"})
+    golden = f"{prefix}-golden"
+    steps = (
+        ["launch", "--name", golden],
+        ["stop", golden],
+        ["snapshot", "--name", "sealed", "--comment", manifest, golden],
+    )
+    for argv in steps:
         proc = subprocess.run([str(DOUBLE_BIN), *argv], env=env, capture_output=True, text=True, check=False)
         assert proc.returncode == 0, proc.stderr
     yield env

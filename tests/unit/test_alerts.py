@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agentvm import alerts
+from agentvm.host import alerts
 
 RECORD = {
     "run_id": "20260101t000000-abcdef",
@@ -50,7 +50,7 @@ def server():
 
 def test_failed_run_is_posted_once(server):
     url, received, _ = server
-    assert alerts.send(RECORD, Path("/runs/x"), {"ALERT_WEBHOOK_URL": url}) == []
+    assert alerts.send(RECORD, Path("/runs/x"), url=url) == []
     [alert] = received
     assert alert["run_id"] == RECORD["run_id"] and alert["status"] == "agent_failed"
     assert alert["error"]["message"] == "the agent exited with code 7"
@@ -60,7 +60,7 @@ def test_failed_run_is_posted_once(server):
 
 def test_succeeded_run_sends_nothing(server):
     url, received, _ = server
-    assert alerts.send({**RECORD, "status": "succeeded"}, Path("/runs/x"), {"ALERT_WEBHOOK_URL": url}) == []
+    assert alerts.send({**RECORD, "status": "succeeded"}, Path("/runs/x"), url=url) == []
     assert received == []
 
 
@@ -68,10 +68,10 @@ def test_server_errors_are_retried_with_bounded_attempts(server):
     url, received, codes = server
     codes.extend([500, 503])
     sleeps: list[float] = []
-    assert alerts.send(RECORD, Path("/r"), {"ALERT_WEBHOOK_URL": url}, sleep=sleeps.append) == []
+    assert alerts.send(RECORD, Path("/r"), url=url, sleep=sleeps.append) == []
     assert len(received) == 1 and sleeps == [1.0, 2.0]
     codes.extend([500, 500, 500])
-    [problem] = alerts.send(RECORD, Path("/r"), {"ALERT_WEBHOOK_URL": url}, sleep=sleeps.append)
+    [problem] = alerts.send(RECORD, Path("/r"), url=url, sleep=sleeps.append)
     assert "HTTP 500" in problem and "after 3 attempts" in problem
 
 
@@ -79,17 +79,17 @@ def test_client_errors_are_not_retried(server):
     url, _, codes = server
     codes.append(404)
     sleeps: list[float] = []
-    [problem] = alerts.send(RECORD, Path("/r"), {"ALERT_WEBHOOK_URL": url}, sleep=sleeps.append)
+    [problem] = alerts.send(RECORD, Path("/r"), url=url, sleep=sleeps.append)
     assert "HTTP 404" in problem and sleeps == []
 
 
 def test_unreachable_webhook_is_reported_not_raised():
-    [problem] = alerts.send(RECORD, Path("/r"), {"ALERT_WEBHOOK_URL": "http://127.0.0.1:9/x"}, sleep=lambda _s: None)
+    [problem] = alerts.send(RECORD, Path("/r"), url="http://127.0.0.1:9/x", sleep=lambda _s: None)
     assert "not delivered" in problem
 
 
 def test_command_hook_gets_the_json_on_stdin(tmp_path):
     out = tmp_path / "alert.json"
     command = f"{sys.executable} -c 'import sys,shutil; shutil.copyfileobj(sys.stdin, open(sys.argv[1], \"w\"))' {out}"
-    assert alerts.send(RECORD, Path("/r"), {"ALERT_COMMAND": command}) == []
+    assert alerts.send(RECORD, Path("/r"), command=command) == []
     assert json.loads(out.read_text())["status"] == "agent_failed"

@@ -10,15 +10,17 @@ import time
 
 import pytest
 
-from agentvm import slots
-from agentvm.errors import UsageError
+from agentvm import settings as settings_mod
+from agentvm.errors import QueueTimeout, UsageError
+from agentvm.host import slots
+from agentvm.host.state import StateDir
 from tests.conftest import REPO
 
 HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from agentvm import slots
+    from agentvm.host import slots
     directory = Path(sys.argv[1])
     lease = slots.register(directory, sys.argv[2], sys.argv[3])
     slots.wait_for_slot(directory, lease, sys.argv[3], int(sys.argv[4]), 60, lambda t: print(t, flush=True))
@@ -51,23 +53,23 @@ def wait_line(proc, text, timeout=30):
 
 def test_default_max_vms_follows_cpus_and_memory():
     gib = 1024**3
-    assert slots.default_max_vms(cpus=8, memory=64 * gib) == 8
-    assert slots.default_max_vms(cpus=8, memory=10 * gib) == 2
-    assert slots.default_max_vms(cpus=1, memory=1 * gib) == 1
+    assert settings_mod.default_max_vms(cpus=8, memory=64 * gib) == 8
+    assert settings_mod.default_max_vms(cpus=8, memory=10 * gib) == 2
+    assert settings_mod.default_max_vms(cpus=1, memory=1 * gib) == 1
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two"])
+@pytest.mark.parametrize("value", ["0", "-1", "two", "²", "1 ", "+1", "٣"])
 def test_max_vms_must_be_positive(value):
     with pytest.raises(UsageError, match="MAX_VMS must be a positive whole number"):
-        slots.max_vms({"MAX_VMS": value})
+        settings_mod.Settings.load({"MAX_VMS": value})
 
 
 def test_liveness_lock_is_dropped_when_the_process_is_killed(tmp_path):
-    directory = slots.state_dir({"AGENTVM_STATE_DIR": str(tmp_path)})
+    directory = StateDir(tmp_path).ensure().root
     proc = holder(directory, "a", 1)
     try:
         wait_line(proc, "GOT")
-        lock = slots.alive_lock(directory, "p-run-a")
+        lock = StateDir(directory).alive_lock("p-run-a")
         assert slots.is_locked(lock)
         assert not slots.remove_if_stale(lock)
     finally:
@@ -78,7 +80,7 @@ def test_liveness_lock_is_dropped_when_the_process_is_killed(tmp_path):
 
 
 def test_queue_is_fifo_and_shows_positions(tmp_path):
-    directory = slots.state_dir({"AGENTVM_STATE_DIR": str(tmp_path)})
+    directory = StateDir(tmp_path).ensure().root
     first = holder(directory, "a", 1)
     procs = [first]
     try:
@@ -101,12 +103,12 @@ def test_queue_is_fifo_and_shows_positions(tmp_path):
 
 
 def test_queue_wait_limit_gives_a_clear_timeout(tmp_path):
-    directory = slots.state_dir({"AGENTVM_STATE_DIR": str(tmp_path)})
+    directory = StateDir(tmp_path).ensure().root
     proc = holder(directory, "a", 1)
     try:
         wait_line(proc, "GOT")
         lease = slots.register(directory, "p-run-b", "b")
-        with pytest.raises(slots.QueueTimeout, match=r"AGENTVM_QUEUE_TIMEOUT=1 s .*MAX_VMS=1"):
+        with pytest.raises(QueueTimeout, match=r"AGENTVM_QUEUE_TIMEOUT=1 s .*MAX_VMS=1"):
             slots.wait_for_slot(directory, lease, "b", 1, 1, lambda _t: None)
         lease.release()
         assert list((directory / "queue").iterdir()) == []

@@ -2,10 +2,12 @@
 """Runs the agent inside the VM (installed per run by the agent_run role; standard library only).
 
 Usage: agent-run.py WORK_DIR SECRETS_FILE
-WORK_DIR/run.json holds {"argv": [...], "env": {...}, "prompt_via": "stdin"|"argv", "timeout": seconds,
-"cwd": path}. The secrets file (JSON, 0600, on tmpfs) is read into the agent's environment and deleted
-before the agent starts, so the key exists only in the agent process. Writes stdout.log, stderr.log and
-result.json ({"exit_code", "timed_out", "seconds"}) into WORK_DIR; always exits 0 once the agent ran.
+WORK_DIR/spec.json (written by the agentvm entry point) holds {"argv": [...], "env": {...}, "prompt_via":
+"stdin"|"argv", "timeout": seconds, "cwd": path, "summary": file name}. The secrets file (JSON, 0600, on tmpfs)
+is read into the agent's environment and deleted before the agent starts, so the key exists only in the agent
+process. Writes stdout.log, stderr.log and the summary ({"exit_code", "timed_out", "seconds"}) into WORK_DIR;
+always exits 0 once the agent ran. Everything it writes is a claim: the host checks it (the agent can rewrite
+any of it).
 """
 
 import json
@@ -28,7 +30,7 @@ def load_secrets(path: str) -> dict:
 
 
 def main(work: str, secrets_file: str) -> int:
-    with open(os.path.join(work, "run.json"), encoding="utf-8") as fh:
+    with open(os.path.join(work, "spec.json"), encoding="utf-8") as fh:
         spec = json.load(fh)
     env = dict(os.environ)
     env.update(spec["env"])
@@ -55,7 +57,7 @@ def main(work: str, secrets_file: str) -> int:
                 os.killpg(proc.pid, signal.SIGKILL)
                 code = proc.wait()
     result = {"exit_code": code, "timed_out": timed_out, "seconds": round(time.monotonic() - started, 3)}
-    with open(os.path.join(work, "result.json"), "w", encoding="utf-8") as fh:
+    with open(os.path.join(work, spec.get("summary") or "agent-summary.json"), "w", encoding="utf-8") as fh:
         json.dump(result, fh)
     return 0
 

@@ -15,4 +15,4 @@ if git -C "$ws" rev-parse -q --verify refs/tags/agentvm-baseline >/dev/null 2>&1
 fi
 mkdir -p "$HOME/output"
 tar -C "$HOME/output" -cf "$work/output.tar" .
-cd "$work" && tar -cf results.tar --ignore-failed-read $(ls result.json stdout.log stderr.log agent_version workspace.patch workspace-commits.mbox commits output.tar 2>/dev/null)
+cd "$work" && tar -cf results.tar --ignore-failed-read $(ls agent-summary.json stdout.log stderr.log agent_version workspace.patch workspace-commits.mbox commits output.tar 2>/dev/null)

@@ -16,7 +16,7 @@ fi
 python3 - "$work" <<'PY'
 import json, subprocess, sys
 work = sys.argv[1]
-spec = json.load(open(f"{work}/run.json"))
+spec = json.load(open(f"{work}/spec.json"))
 if spec.get("version_command"):
     try:
         out = subprocess.run(spec["version_command"], capture_output=True, text=True, timeout=60).stdout

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from agentvm.results import validate
+from agentvm.run.record import validate
 from tests.conftest import DOUBLE_BIN, REPO
 
-AGENTVM = [sys.executable, "-m", "agentvm.cli"]
+AGENTVM = [sys.executable, "-m", "agentvm"]
 
 
 def make(*args: str, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agentvm.results import validate
+from agentvm.run.record import validate
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.double
@@ -36,7 +36,7 @@ def run_claude(golden, mock, tmp_path):
             "AGENT": "claude",
         }
         proc = subprocess.run(
-            [sys.executable, "-m", "agentvm.cli", "run", "--prompt-file", str(prompt_file), *(extra or [])],
+            [sys.executable, "-m", "agentvm", "run", "--prompt-file", str(prompt_file), *(extra or [])],
             env=env,
             capture_output=True,
             timeout=900,

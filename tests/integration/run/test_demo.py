@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from agentvm.results import validate
+from agentvm.run.record import validate
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.double

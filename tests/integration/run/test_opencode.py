@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from agentvm.results import validate
+from agentvm.run.record import validate
 from tests.conftest import REPO
 from tests.integration.run.conftest import Mock
 
@@ -43,7 +43,7 @@ def test_opencode_answers_from_the_chat_completions_mock(golden, mock: Mock, tmp
         "OPENCODE_CONFIG_CONTENT": json.dumps(config),
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "agentvm.cli", "run", prompt], env=env, capture_output=True, timeout=900, check=False
+        [sys.executable, "-m", "agentvm", "run", prompt], env=env, capture_output=True, timeout=900, check=False
     )
     [folder] = sorted(runs.iterdir())
     record = json.loads((folder / "result.json").read_text())

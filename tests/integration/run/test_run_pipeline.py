@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from agentvm.results import validate
+from agentvm.run.record import validate
 from tests.conftest import DOUBLE_BIN, REPO
 
 pytestmark = pytest.mark.double
-AGENTVM = [sys.executable, "-m", "agentvm.cli", "run"]
+AGENTVM = [sys.executable, "-m", "agentvm", "run"]
 
 
 @pytest.fixture
@@ -106,7 +106,11 @@ def test_prompt_from_stdin(agentvm):
         (["--agent", "nope", "hi"], {}, "unknown agent 'nope'"),
         (["--agent", "claude", "hi"], {"ANTHROPIC_API_KEY": "", "ANTHROPIC_AUTH_TOKEN": ""}, "needs ANTHROPIC_API_KEY"),
         (["--agent-command", "cat", "--workspace", "/definitely/missing", "hi"], {}, "is not a folder"),
-        (["--agent-command", "cat", "--timeout", "soon", "hi"], {}, "TIMEOUT must be a positive whole number"),
+        (
+            ["--agent-command", "cat", "--timeout", "soon", "hi"],
+            {},
+            "TIMEOUT (--timeout) must be a positive whole number",
+        ),
         (["--agent-command", "cat", "hi"], {"AGENTVM_PREFIX": "nogolden"}, "no golden VM nogolden-golden"),
         (["hi"], {}, "AGENT=custom needs AGENT_COMMAND"),
     ],

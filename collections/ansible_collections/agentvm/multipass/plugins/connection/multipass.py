@@ -128,6 +128,18 @@ options:
       - name: ansible_multipass_command_timeout
     env:
       - name: ANSIBLE_MULTIPASS_COMMAND_TIMEOUT
+  fetch_max_bytes:
+    description:
+      - The most bytes one file fetched from the instance may have (V(0), the default, is no limit). A larger
+        file is cut at that size and the transfer stopped, so a hostile or runaway instance cannot fill the
+        controller's disk; a warning says so. Pair it with O(ansible.builtin.fetch#module:validate_checksum=false)
+        (a cut file cannot match the remote checksum).
+      - Applies to the default user (files pulled with C(multipass transfer)).
+    type: integer
+    default: 0
+    version_added: 0.3.0
+    vars:
+      - name: ansible_multipass_fetch_max_bytes
   retries:
     description:
       - How many times a transient failure (daemon socket unreachable, instance being prepared, SSH
@@ -384,7 +396,14 @@ class Connection(ConnectionBase):
         fd, partial = tempfile.mkstemp(dir=directory, prefix=".agentvm-fetch-")
         os.close(fd)
         try:
-            if self.user == DEFAULT_USER:
+            limit = int(self.get_option("fetch_max_bytes") or 0)
+            if self.user == DEFAULT_USER and limit > 0:
+                _result, truncated = self._call(
+                    "transfer (fetch)", lambda cli: cli.pull_limited(name, in_path, partial, limit)
+                )
+                if truncated:
+                    display.warning(f"{in_path} from {name!r} is larger than {limit} bytes: cut at that size")
+            elif self.user == DEFAULT_USER:
                 self._call("transfer (fetch)", lambda cli: cli.pull(name, in_path, partial))
             else:
                 command = build_read_command(in_path, self.user)

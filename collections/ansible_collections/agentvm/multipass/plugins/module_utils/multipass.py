@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -779,6 +781,81 @@ class MultipassCLI:
             timeout=timeout,
             passthrough=True,
         )
+
+    def pull_limited(
+        self, name: str, remote_path: str, local_path: str, max_bytes: int, timeout: float | None = None
+    ) -> tuple[Result, bool]:
+        """Like :meth:`pull`, but stop after ``max_bytes``: the local file is then cut there and the second
+        value is True (the client is ended; nothing more is read). For files from an untrusted instance."""
+        argv = transfer_pull_argv(self.bin, name, remote_path)
+        self._log("running: " + " ".join(argv))
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit if limit else None
+        try:
+            proc = self.popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=dict(self.environ) if self.environ is not None else None,
+            )
+        except OSError as exc:
+            raise MultipassNotInstalledError(f"cannot run {argv[0]!r}: {exc}", argv=argv) from exc
+        errors: list[bytes] = []
+        reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+        reader.start()
+        written, truncated = 0, False
+        try:
+            with open(local_path, "wb") as out:
+                while True:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise MultipassTimeoutError(
+                            f"multipass transfer did not finish within {limit:g} seconds and was killed", argv=argv
+                        )
+                    ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+                    if not ready:
+                        continue
+                    chunk = os.read(proc.stdout.fileno(), 1024 * 1024)
+                    if not chunk:
+                        break
+                    keep = chunk[: max(0, max_bytes - written)]
+                    out.write(keep)
+                    written += len(keep)
+                    if len(keep) < len(chunk):
+                        truncated = True
+                        break
+        finally:
+            if truncated or (proc.poll() is None and (deadline is not None and time.monotonic() > deadline)):
+                proc.kill()
+            if truncated:
+                proc.wait()
+            else:
+                try:
+                    proc.wait(timeout=max(1.0, (deadline - time.monotonic()) if deadline else 3600))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            reader.join(timeout=5)
+        result = Result(argv=list(argv), rc=0 if truncated else proc.returncode, stderr_bytes=b"".join(errors))
+        if not truncated and proc.returncode != EXIT_OK:
+            raise classify(proc.returncode, "", result.stderr, argv)
+        return result, truncated
+
+    def popen_exec(self, name: str, command: Sequence[str], working_directory: str | None = None) -> subprocess.Popen:
+        """Start ``multipass exec`` with stdout as a pipe, stdin from ``/dev/null`` and stderr discarded, for
+        following output while it is produced. The caller reads stdout and ends the process."""
+        argv = exec_argv(self.bin, name, command, working_directory)
+        self._log("running: " + " ".join(argv))
+        try:
+            return self.popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=dict(self.environ) if self.environ is not None else None,
+            )
+        except OSError as exc:
+            raise MultipassNotInstalledError(f"cannot run {argv[0]!r}: {exc}", argv=argv) from exc
 
     def push(self, name: str, local_path: str, remote_path: str, timeout: float | None = None) -> Result:
         """Stream a local file into the instance (written as the default user ``ubuntu``)."""

@@ -1,7 +1,6 @@
 """Host-wide run state: a liveness lock per run, a FIFO queue and the VM slots of the concurrency cap.
 
-Everything lives in one folder (``AGENTVM_STATE_DIR``, default ``~/.local/state/agentvm``) and is shared by
-every agentvm process on the host:
+Everything lives in the host's state folder (state.py) and is shared by every agentvm process on the host:
 
 ``alive/<instance>.lock``  held (``flock`` exclusive) by the run for its whole life: alive ⇔ locked. The
                            kernel drops the lock when the process dies, even after ``kill -9``.
@@ -17,65 +16,14 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from agentvm.errors import UsageError
+from agentvm.errors import QueueTimeout
 
-DEFAULT_QUEUE_TIMEOUT = 3600
 POLL_SECONDS = 0.25
-RESERVED_MEMORY = 2 * 1024**3
-VM_CPUS = 2
-VM_MEMORY = 4 * 1024**3
-
-
-class QueueTimeout(Exception):
-    """No VM slot became free within the queue wait limit."""
-
-
-def state_dir(env: Mapping[str, str] = os.environ) -> Path:
-    raw = env.get("AGENTVM_STATE_DIR") or str(Path.home() / ".local" / "state" / "agentvm")
-    path = Path(raw).expanduser()
-    for sub in ("alive", "queue", "slots"):
-        (path / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
-
-
-def _mem_total() -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return None
-
-
-def default_max_vms(cpus: int | None = None, memory: int | None = None) -> int:
-    """One VM per host CPU, and as many VM_MEMORY-sized VMs as fit in memory minus a 2 GiB reserve."""
-    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
-    memory = memory if memory is not None else _mem_total()
-    by_memory = (memory - RESERVED_MEMORY) // VM_MEMORY if memory else cpus
-    return max(1, min(cpus, by_memory))
-
-
-def _positive(env: Mapping[str, str], key: str, default: int) -> int:
-    raw = (env.get(key) or "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) <= 0:
-        raise UsageError(f"{key} must be a positive whole number, got {raw!r}")
-    return int(raw)
-
-
-def max_vms(env: Mapping[str, str] = os.environ) -> int:
-    return _positive(env, "MAX_VMS", default_max_vms())
-
-
-def queue_timeout(env: Mapping[str, str] = os.environ) -> int:
-    return _positive(env, "AGENTVM_QUEUE_TIMEOUT", DEFAULT_QUEUE_TIMEOUT)
 
 
 def _try_lock(fh: IO[str]) -> bool:
@@ -138,7 +86,7 @@ def alive_lock(directory: Path, instance: str) -> Path:
 
 
 @contextlib.contextmanager
-def _queue_lock(directory: Path) -> Iterator[None]:
+def queue_lock(directory: Path) -> Iterator[None]:
     with open(directory / "queue.lock", "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -203,14 +151,14 @@ def wait_for_slot(
 ) -> None:
     """Queue (FIFO) until this run's ticket is at the head and a slot is free; take the slot."""
     started = time.monotonic()
-    with _queue_lock(directory):
+    with queue_lock(directory):
         ticket = directory / "queue" / f"{time.time_ns():020d}-{run_id}"
         ticket_fh = hold(ticket, content=f"{os.getpid()}\n")
     assert ticket_fh is not None
     shown: tuple[int, int] | None = None
     try:
         while True:
-            with _queue_lock(directory):
+            with queue_lock(directory):
                 tickets = _live_tickets(directory)
                 position = tickets.index(ticket) if ticket in tickets else 0
                 if position == 0:
@@ -229,7 +177,7 @@ def wait_for_slot(
                 )
             time.sleep(POLL_SECONDS)
     finally:
-        with _queue_lock(directory):
+        with queue_lock(directory):
             ticket.unlink(missing_ok=True)
         ticket_fh.close()
     lease.waited = time.monotonic() - started

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import socket
 import subprocess
@@ -13,7 +12,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+from agentvm.settings import Settings
 
 DEFAULT_ATTEMPTS = 3
 DEFAULT_BACKOFF = 1.0
@@ -81,18 +82,15 @@ def _deliver(send: Callable[[], None], attempts: int, backoff: float, sleep: Cal
 def send(
     record: Mapping[str, Any],
     run_dir: Path,
-    env: Mapping[str, str] = os.environ,
+    url: str = "",
+    command: str = "",
+    attempts: int = DEFAULT_ATTEMPTS,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[str]:
     """Alert about a run that did not succeed; return one line per failed delivery (empty: all fine)."""
-    if record.get("status") == "succeeded":
-        return []
-    url, command = env.get("ALERT_WEBHOOK_URL", "").strip(), env.get("ALERT_COMMAND", "").strip()
-    if not url and not command:
+    if record.get("status") == "succeeded" or (not url and not command):
         return []
     body = json.dumps(payload(record, run_dir)).encode()
-    raw_attempts = env.get("ALERT_ATTEMPTS", "")
-    attempts = int(raw_attempts) if raw_attempts.isdigit() and int(raw_attempts) > 0 else DEFAULT_ATTEMPTS
     problems = []
     if url:
         error = _deliver(lambda: _post(url, body), attempts, DEFAULT_BACKOFF, sleep)
@@ -103,3 +101,9 @@ def send(
         if error:
             problems.append(f"ALERT_COMMAND failed: {error}")
     return problems
+
+
+def alert(record: Mapping[str, Any], run_dir: Path, settings: Settings, out: TextIO) -> None:
+    """Send the alerts of a finished run (settings decide where); print one warning per failed delivery."""
+    for problem in send(record, run_dir, settings.alert_webhook_url, settings.alert_command, settings.alert_attempts):
+        print(f"agentvm: warning: {problem}", file=out, flush=True)

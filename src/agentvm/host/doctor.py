@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import platform
 import shutil
-import subprocess
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentvm import slots
-from agentvm.profiles import load_profiles
+from agentvm.multipass import Multipass, MultipassError
+from agentvm.run.profiles import load_profiles
+from agentvm.settings import VM_MEMORY, Settings
+from agentvm.textsafe import one_line
 
 MIN_MULTIPASS = (1, 15, 0)
-GOLDEN_MAX_AGE_DAYS = 30
 VM_DISK = 20 * 1024**3
 
 
@@ -34,15 +31,6 @@ def _install_hint() -> str:
     return "install Multipass: `sudo snap install multipass` (then `multipass version` should answer)"
 
 
-def _run(argv: list[str], env: Mapping[str, str], timeout: float = 30) -> subprocess.CompletedProcess | None:
-    try:
-        return subprocess.run(
-            argv, capture_output=True, text=True, env=dict(env), timeout=timeout, check=False, stdin=subprocess.DEVNULL
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
 def _version(text: str) -> tuple[int, ...]:
     out = []
     for part in text.split("+")[0].split("-")[0].split("."):
@@ -52,63 +40,66 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def check_multipass(env: Mapping[str, str]) -> tuple[list[Check], str | None]:
-    name = env.get("MULTIPASS_BIN") or "multipass"
-    path = shutil.which(name)
-    if path is None:
-        return [Check("multipass", "fail", f"`{name}` not found on PATH", _install_hint())], None
-    proc = _run([path, "version", "--format", "json"], env)
-    if proc is None or proc.returncode != 0:
-        return [Check("multipass", "fail", f"`{path} version` failed", "reinstall Multipass")], None
+def check_multipass(settings: Settings) -> tuple[list[Check], Multipass | None]:
+    mp = Multipass(settings.multipass_bin, settings.env, timeout=30)
     try:
-        client = str(json.loads(proc.stdout).get("multipass"))
-        daemon = json.loads(proc.stdout).get("multipassd")
-    except (ValueError, AttributeError):
-        return [Check("multipass", "fail", f"`{path} version --format json` printed no JSON", "reinstall")], None
+        path = mp.binary
+    except MultipassError as exc:
+        name = settings.multipass_bin or "multipass"
+        return [Check("multipass", "fail", f"`{name}` not found: {one_line(str(exc))}", _install_hint())], None
+    try:
+        versions = mp.version()
+    except MultipassError as exc:
+        return [
+            Check("multipass", "fail", f"`{path} version` failed: {one_line(str(exc))}", "reinstall Multipass")
+        ], None
+    client, daemon = versions.get("multipass") or "?", versions.get("multipassd")
     checks = [Check("multipass", "ok", f"{path} {client}")]
     if _version(client) < MIN_MULTIPASS:
         checks.append(Check("multipass version", "fail", f"{client} is older than 1.15", "upgrade Multipass"))
-    listed = _run([path, "list", "--format", "json"], env)
-    if daemon is None or listed is None or listed.returncode != 0:
-        why = (listed.stderr.strip() if listed else "no answer") or "no answer"
+    why = ""
+    try:
+        mp.instances()
+    except MultipassError as exc:
+        why = one_line(str(exc)) or "no answer"
+    if why or daemon is None:
         checks.append(
             Check(
                 "multipass daemon",
                 "fail",
-                f"not reachable: {why}",
+                f"not reachable: {why or 'no answer'}",
                 "start it: `sudo snap restart multipass` (Linux) or reopen Multipass.app (macOS); on Linux add "
                 "yourself to the socket's group if access is denied",
             )
         )
         return checks, None
     checks.append(Check("multipass daemon", "ok", f"multipassd {daemon} answers"))
-    return checks, path
+    return checks, mp
 
 
-def check_golden(binary: str, env: Mapping[str, str], now: dt.datetime | None = None) -> list[Check]:
-    golden = f"{env.get('AGENTVM_PREFIX') or 'agentvm'}-golden"
-    proc = _run([binary, "info", golden, "--format", "json", "--no-runtime-information"], env, timeout=60)
-    if proc is None or proc.returncode != 0:
-        return [Check("golden", "fail", f"no golden VM {golden}", "build it: `make golden`")]
-    state = json.loads(proc.stdout)["info"][golden]["state"]
-    if state != "Stopped":
-        return [Check("golden", "fail", f"{golden} is {state}; clones need it Stopped", f"`multipass stop {golden}`")]
-    proc = _run([binary, "info", golden, "--snapshots", "--format", "json"], env, timeout=60)
-    info = json.loads(proc.stdout)["info"].get(golden, {}) if proc is not None and proc.returncode == 0 else {}
-    comment = (info.get("snapshots") or {}).get("sealed", {}).get("comment") or ""
+def check_golden(settings: Settings, mp: Multipass, now: dt.datetime | None = None) -> list[Check]:
+    golden = settings.golden
     try:
-        manifest = json.loads(comment)
-    except ValueError:
-        manifest = {}
+        found = mp.golden(golden)
+    except MultipassError as exc:
+        return [
+            Check("golden", "fail", f"cannot read {golden}: {one_line(str(exc))}", "check Multipass (`multipass list`)")
+        ]
+    if found.state is None:
+        return [Check("golden", "fail", f"no golden VM {golden}", "build it: `make golden`")]
+    if found.state != "Stopped":
+        return [
+            Check("golden", "fail", f"{golden} is {found.state}; clones need it Stopped", f"`multipass stop {golden}`")
+        ]
+    manifest = found.manifest or {}
     if not manifest:
         return [Check("golden", "warn", f"{golden} has no sealed snapshot with a manifest", "`make golden FORCE=1`")]
-    built = manifest.get("built_at") or ""
+    built = str(manifest.get("built_at") or "")
     try:
         age = ((now or dt.datetime.now(dt.UTC)) - dt.datetime.fromisoformat(built.replace("Z", "+00:00"))).days
     except ValueError:
         return [Check("golden", "warn", f"{golden}: unknown build date", "`make golden FORCE=1`")]
-    limit = int(env.get("AGENTVM_GOLDEN_MAX_AGE_DAYS") or GOLDEN_MAX_AGE_DAYS)
-    if age > limit:
+    if age > settings.golden_max_age_days:
         return [
             Check(
                 "golden",
@@ -117,11 +108,8 @@ def check_golden(binary: str, env: Mapping[str, str], now: dt.datetime | None = 
                 "`make golden FORCE=1`",
             )
         ]
-    return [
-        Check(
-            "golden", "ok", f"{golden} built {built} ({age} days ago), inputs {manifest.get('inputs_sha256', '?')[:12]}"
-        )
-    ]
+    inputs = str(manifest.get("inputs_sha256", "?"))[:12]
+    return [Check("golden", "ok", f"{golden} built {built} ({age} days ago), inputs {inputs}")]
 
 
 def _mem_available() -> int | None:
@@ -134,9 +122,9 @@ def _mem_available() -> int | None:
     return None
 
 
-def check_resources(env: Mapping[str, str], storage: Path | None = None) -> list[Check]:
+def check_resources(settings: Settings, storage: Path | None = None) -> list[Check]:
     gib = 1024**3
-    cap = slots.max_vms(env)
+    cap = settings.max_vms
     storage = storage or Path("/var/snap/multipass" if Path("/var/snap/multipass").exists() else Path.home())
     free = shutil.disk_usage(storage).free
     checks = []
@@ -152,15 +140,15 @@ def check_resources(env: Mapping[str, str], storage: Path | None = None) -> list
     )
     available = _mem_available()
     if available is not None:
-        need = slots.VM_MEMORY * cap
-        level = "ok" if available >= slots.VM_MEMORY else "fail" if available < slots.VM_MEMORY // 2 else "warn"
+        need = VM_MEMORY * cap
+        level = "ok" if available >= VM_MEMORY else "fail" if available < VM_MEMORY // 2 else "warn"
         if level == "ok" and available < need:
             level = "warn"
         checks.append(
             Check(
                 "memory",
                 level,
-                f"{available / gib:.1f} GiB available; MAX_VMS={cap} VMs of {slots.VM_MEMORY // gib} GiB "
+                f"{available / gib:.1f} GiB available; MAX_VMS={cap} VMs of {VM_MEMORY // gib} GiB "
                 f"need {need / gib:.0f}",
                 "" if level == "ok" else "lower MAX_VMS, or close other programs",
             )
@@ -168,9 +156,10 @@ def check_resources(env: Mapping[str, str], storage: Path | None = None) -> list
     return checks
 
 
-def check_credentials(env: Mapping[str, str]) -> list[Check]:
+def check_credentials(settings: Settings) -> list[Check]:
+    env = settings.env
     checks = []
-    vault = bool(env.get("AGENTVM_VAULT_FILE"))
+    vault = bool(settings.vault_file)
     for name, profile in load_profiles().items():
         names = profile.get("credentials") or []
         if name == "custom" or not names:
@@ -191,12 +180,12 @@ def check_credentials(env: Mapping[str, str]) -> list[Check]:
     return checks
 
 
-def run_checks(env: Mapping[str, str] = os.environ) -> list[Check]:
-    checks, binary = check_multipass(env)
-    if binary:
-        checks += check_golden(binary, env)
-    checks += check_resources(env)
-    checks += check_credentials(env)
+def run_checks(settings: Settings) -> list[Check]:
+    checks, mp = check_multipass(settings)
+    if mp is not None:
+        checks += check_golden(settings, mp)
+    checks += check_resources(settings)
+    checks += check_credentials(settings)
     return checks
 
 

@@ -1,0 +1,106 @@
+"""The handlers of ``agentvm``'s subcommands (cli.py builds the tree). Each reads its settings once."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+
+from agentvm import api, options
+from agentvm.errors import Exit
+from agentvm.host import batch, doctor, history
+from agentvm.host.reaper import Reaper, format_report
+from agentvm.multipass import Multipass
+from agentvm.run import golden
+from agentvm.run.summary import summary
+from agentvm.settings import Settings, parse_bool, parse_int
+
+
+def _flag_or_env(settings: Settings, value: bool | None, name: str) -> bool:
+    return value if value is not None else parse_bool(name, settings.env.get(name))
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    given = options.from_args(args)
+    stdin = None
+    if args.prompt == "-":
+        stdin = sys.stdin.buffer
+    elif args.prompt is not None:
+        given = dataclasses.replace(given, prompt=args.prompt.encode("utf-8", "surrogateescape"))
+    result = api.run(given, settings=settings, stdin=stdin, out=sys.stderr)
+    print(summary(result.record, result.run_dir), file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.record, indent=2, ensure_ascii=False))
+    return result.exit_code
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    path = args.prompts or settings.env.get("PROMPTS") or ""
+    return batch.main(settings, path)
+
+
+def run_golden(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    agents = args.agents if args.agents is not None else settings.env.get("AGENTS")
+    force = _flag_or_env(settings, args.force, "FORCE")
+    keep = _flag_or_env(settings, args.keep, "KEEP")
+    return golden.build(settings, agents, force=force, keep=keep)
+
+
+def verify_golden(_args: argparse.Namespace) -> int:
+    return golden.verify(Settings.load())
+
+
+def clean(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    everything = _flag_or_env(settings, args.all, "ALL")
+    kept = _flag_or_env(settings, args.kept, "KEPT")
+    mp = Multipass(settings.multipass_bin, settings.env)
+    report = Reaper(settings, mp).reap(include_golden=everything, include_unknown=everything, include_kept=kept)
+    print(format_report(report))
+    return Exit.AGENT_FAILED if report.failed else Exit.SUCCEEDED
+
+
+def run_doctor(_args: argparse.Namespace) -> int:
+    text, code = doctor.report(doctor.run_checks(Settings.load()))
+    print(text)
+    return code
+
+
+def runs(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    raw = args.limit if args.limit is not None else settings.env.get("N")
+    limit = parse_int("N (--limit)", raw, 20)
+    print(history.table(settings, limit or 20))
+    return Exit.SUCCEEDED
+
+
+def show(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    run_id = args.run_id or settings.env.get("RUN") or "last"
+    try:
+        print(history.show(settings, run_id))
+    except LookupError as exc:
+        print(f"agentvm: {exc}", file=sys.stderr)
+        return Exit.AGENT_FAILED
+    return Exit.SUCCEEDED
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": run,
+    "batch": run_batch,
+    "golden": run_golden,
+    "verify-golden": verify_golden,
+    "clean": clean,
+    "doctor": run_doctor,
+    "runs": runs,
+    "show": show,
+}
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    return HANDLERS[args.command](args)

@@ -1,0 +1,291 @@
+"""One run, end to end. The flow, in order:
+
+1. the run folder and ``prompt.txt``; the instance record (state) and the scratch folders;
+2. the bundle and the credentials file (bundle.py), then ``playbooks/run.yml`` through ansible-runner
+   (playbook.py) with progress from its events (progress.py) and the agent's stream (agentstream.py);
+3. teardown, always (the playbook's ``always:``, then here again), with signals only asking to stop;
+4. unpacking and checking what came back (collect.py, claims.py, parsers.py), redaction of the secrets;
+5. the outcome (outcome.py) and the record (record.py), which is written on every path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+from agentvm import textsafe
+from agentvm.errors import RunError
+from agentvm.host.state import StateDir, new_record
+from agentvm.multipass import Multipass
+from agentvm.run import bundle, claims, collect, outcome, playbook, record
+from agentvm.run.agentstream import AgentStream
+from agentvm.run.parsers import PARSERS, Parsed
+from agentvm.run.progress import Progress, now_iso
+from agentvm.run.request import RunRequest
+from agentvm.run.scratch import Scratch
+from agentvm.run.teardown import SignalGuard
+from agentvm.run.vmpaths import VmPaths
+from agentvm.settings import Settings
+
+MAX_USAGE = 64 * 1024
+
+
+class Run:
+    def __init__(
+        self,
+        settings: Settings,
+        req: RunRequest,
+        mp: Multipass,
+        out: TextIO = sys.stderr,
+        cancel: threading.Event | None = None,
+        on_phase: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.req = req
+        self.mp = mp
+        self.out = out
+        self.cancel = cancel or threading.Event()
+        self.vm = VmPaths(req.run_id)
+        self.run_dir = settings.runs_dir / req.run_id
+        self.scratch = Scratch.plan(settings, req.run_id)
+        self.state = StateDir(settings.state_dir).ensure()
+        self.redactor = textsafe.Redactor(dict(req.secrets))
+        self.t0 = time.monotonic()
+        self.started_at = now_iso()
+        self.progress = Progress(out, self.t0, self.redactor, on_phase=on_phase)
+        self.stream: AgentStream | None = None
+        self.progress.listeners.append(self._follow_agent)
+        self.teardown_done = False
+        self._teardown_error: str | None = None
+
+    # -- the flow ---------------------------------------------------------------------------------------
+
+    def execute(self) -> tuple[dict[str, Any], int]:
+        guard = SignalGuard(self.cancel, self.progress.say)
+        with guard.installed():
+            self.run_dir.mkdir(parents=True, exist_ok=False, mode=0o700)
+            (self.run_dir / "prompt.txt").write_bytes(self.req.prompt)
+            self.progress.say(
+                f"run {self.req.run_id}: agent {self.req.profile.name} in {self.req.instance} (results: {self.run_dir})"
+            )
+            try:
+                rec = self._execute(guard)
+            except Exception as exc:
+                rec = record.write(
+                    self.run_dir / "result.json", record.fallback(self._base(), f"{type(exc).__name__}: {exc}")
+                )
+            finally:
+                self.progress.close()
+                self.scratch.remove()
+                if self.req.keep:
+                    self.state.mark_kept(self.req.instance)
+                elif not self._teardown_error:
+                    self.state.forget(self.req.instance)
+        return rec, int(rec["exit_code"])
+
+    def _execute(self, guard: SignalGuard) -> dict[str, Any]:
+        self.state.record(new_record(self.req.instance, self.req.run_id, "run", self.scratch.paths()))
+        self.scratch.create()
+        result: playbook.Outcome | None = None
+        try:
+            guard.doing = "running the playbook"
+            result = self._playbook()
+        except Exception as exc:
+            if self.progress.failure is None:
+                self.progress.failure = {"msg": f"{type(exc).__name__}: {exc}"}
+                self.progress.failed_phase = self.progress.phase or "clone"
+        finally:
+            self._stop_stream()
+            self.progress.close()
+            guard.doing = f"deleting the VM {self.req.instance}"
+            teardown_seconds = self._teardown()
+            self._save_log(result)
+        guard.doing = "collecting the results"
+        return self._record(result, teardown_seconds)
+
+    def _playbook(self) -> playbook.Outcome:
+        bundle_path = bundle.write_bundle(self.req, self.vm, self.scratch.staging)
+        secrets_file = bundle.write_secrets(self.req, self.scratch.secret)
+        if self.cancel.is_set():
+            raise InterruptedError("interrupted before the VM was created")
+        extravars = {
+            "agentvm_run_id": self.req.run_id,
+            "agentvm_instance": self.req.instance,
+            "agentvm_golden": self.req.golden,
+            "agentvm_bundle": str(bundle_path),
+            "agentvm_fetch_dir": str(self.scratch.staging),
+            "agentvm_secrets_file": str(secrets_file) if secrets_file else "",
+            "agentvm_vm": {
+                "dir": self.vm.dir,
+                "bundle": self.vm.bundle,
+                "secrets": self.vm.secrets,
+                "summary": self.vm.summary,
+                "results": self.vm.results,
+                "diagnostics": self.vm.diagnostics,
+            },
+            "agentvm_timeout": self.req.timeout,
+            "agentvm_vm_timeout": self.settings.vm_timeout,
+            "agentvm_retries": self.settings.retries,
+            "agentvm_retry_delay": self.settings.retry_delay,
+            "agentvm_keep": self.req.keep,
+            "agentvm_max_result_bytes": self.settings.max_result_bytes,
+        }
+        limit = self.req.timeout + 4 * self.settings.vm_timeout + 600
+        return playbook.run(
+            self.scratch.secret / "runner",
+            extravars,
+            self.settings.env,
+            self._event,
+            self.cancel,
+            timeout=limit,
+            verbosity=self.settings.ansible_verbosity,
+        )
+
+    def _event(self, data: dict[str, Any]) -> bool:
+        self.progress.event(data)
+        if data.get("event") == "runner_on_ok":
+            task = str((data.get("event_data") or {}).get("task") or "")
+            if task.startswith("[teardown]"):
+                self.teardown_done = True
+        return True
+
+    def _follow_agent(self, previous: str | None, phase: str) -> None:
+        if previous == "agent":
+            self._stop_stream()
+        if phase == "agent" and self.req.profile.output != "text":
+            self.stream = AgentStream(self.mp, self.req.instance, self.vm.stdout, self.progress.say)
+
+    def _stop_stream(self) -> None:
+        if self.stream is not None:
+            self.stream.stop()
+            self.stream = None
+
+    def _teardown(self) -> float:
+        """Delete the instance (unless kept); retried; the error text stays for the record."""
+        if self.req.keep:
+            return 0.0
+        started = time.monotonic()
+        if not self.teardown_done:
+            result = self.mp.delete(self.req.instance, attempts=3, timeout=self.settings.vm_timeout)
+            if not result.ok:
+                self._teardown_error = result.message or "multipass delete failed"
+        return time.monotonic() - started
+
+    def _save_log(self, result: playbook.Outcome | None) -> None:
+        if result is not None and result.stdout:
+            with contextlib.suppress(OSError):
+                (self.run_dir / "ansible.log").write_text(self.redactor.text(result.stdout))
+
+    # -- the record ---------------------------------------------------------------------------------------
+
+    def _base(self) -> dict[str, Any]:
+        return {
+            "run_id": self.req.run_id,
+            "agent": {"name": self.req.profile.name},
+            "prompt": record.prompt_digest(self.req.prompt),
+            "timings": {"total": round(time.monotonic() - self.t0, 3)},
+            "instance": {"name": self.req.instance, "golden": self.req.golden, "kept": self.req.keep},
+            "started_at": self.started_at,
+            "finished_at": now_iso(),
+        }
+
+    def _parse(self) -> Parsed:
+        stdout = self.run_dir / "stdout.log"
+        if not stdout.exists():
+            return Parsed()
+        parsed = PARSERS[self.req.profile.output](stdout)
+        if parsed.raw is not None:
+            (self.run_dir / "agent-output.json").write_text(json.dumps(parsed.raw, indent=2, ensure_ascii=False) + "\n")
+        return parsed
+
+    def _record(self, result: playbook.Outcome | None, teardown_seconds: float) -> dict[str, Any]:
+        report = collect.collect(self.scratch.staging, self.run_dir, self.settings.max_result_bytes)
+        said = claims.read(self.scratch.staging / "vm")
+        parsed = self._parse()
+        collect.redact_tree(self.run_dir, self.redactor)
+        facts = outcome.Facts(
+            instance=self.req.instance,
+            golden=self.req.golden,
+            timeout=self.req.timeout,
+            playbook_ok=result is not None and result.status == "successful" and not self.cancel.is_set(),
+            interrupted=self.cancel.is_set(),
+            failed_phase=self.progress.failed_phase or self.progress.phase,
+            failure=textsafe.one_line(self.progress.failure_message(), 2000),
+            agent_seconds=self.progress.seconds("agent"),
+            teardown_error=self._teardown_error,
+            kept=self.req.keep,
+        )
+        error = outcome.decide(facts, said, parsed)
+        timings = self.progress.timings()
+        timings["teardown"] = round(timings.get("teardown", 0.0) + teardown_seconds, 3)
+        timings["total"] = round(time.monotonic() - self.t0, 3)
+        rec = self._assemble(error, said, parsed, timings, [*report.warnings, *said.warnings, *parsed.warnings])
+        return record.write(self.run_dir / "result.json", rec)
+
+    def _assemble(
+        self,
+        error: RunError | None,
+        said: claims.Claims,
+        parsed: Parsed,
+        timings: dict[str, float],
+        warnings: list[dict[str, str]],
+    ) -> dict[str, Any]:
+        req = self.req
+        usage = parsed.usage
+        if usage is not None and len(json.dumps(usage)) > MAX_USAGE:
+            warnings.append(
+                {"code": "usage_too_large", "path": "stdout.log", "message": "the agent's usage was too large"}
+            )
+            usage = None
+        rec: dict[str, Any] = {
+            "schema_version": record.SCHEMA_VERSION,
+            "run_id": req.run_id,
+            "status": record.status(error),
+            "exit_code": record.exit_code(error),
+            "agent": {
+                "name": req.profile.name,
+                "version": said.agent_version,
+                "model": parsed.model or req.model,
+                "exit_code": said.exit_code,
+            },
+            "prompt": record.prompt_digest(req.prompt),
+            "result_text": self.redactor.text(parsed.result_text) if parsed.result_text else None,
+            "usage": usage,
+            "cost": parsed.cost,
+            "timings": timings,
+            "instance": {
+                "name": req.instance,
+                "golden": req.golden,
+                "golden_manifest_id": req.golden_manifest_id,
+                "kept": req.keep,
+                "connection": "exec",
+            },
+            "workspace": self._workspace(said),
+            "retries": self.progress.retries,
+            "started_at": self.started_at,
+            "finished_at": now_iso(),
+            "error": None if error is None else {k: self.redactor.text(v) for k, v in error.as_error().items()},
+            "warnings": warnings,
+            "labels": dict(req.labels),
+            "trigger": dict(req.trigger) if req.trigger else None,
+            "location": record.location(self.run_dir),
+            "credentials": {"mode": "direct" if req.secrets else "none", "names": sorted(req.secrets)},
+        }
+        if req.attempt is not None:
+            rec["attempt"] = req.attempt
+        return rec
+
+    def _workspace(self, said: claims.Claims) -> dict[str, Any] | None:
+        if self.req.workspace is None:
+            return None
+        return {
+            "source": str(self.req.workspace.root),
+            "files": len(self.req.workspace.files),
+            "bytes": self.req.workspace.bytes,
+            "patch": "workspace.patch" if (self.run_dir / "workspace.patch").exists() else None,
+            "commits": said.commits or 0,
+        }
