@@ -80,6 +80,20 @@ _NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
+class _Redacted(logging.Filter):
+    """aiohttp's own server log, reduced to the error's type: its texts may quote header lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = record.exc_info[1].__class__.__name__ if record.exc_info and record.exc_info[1] else "error"
+        record.msg, record.args = "refused a malformed request (%s)", (kind,)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+server_log = logging.getLogger("agentvm.proxy.server")
+server_log.addFilter(_Redacted())
+
+
 class ProxyError(RuntimeError):
     """The proxy cannot start as configured (the message says what to change)."""
 
@@ -352,7 +366,7 @@ class AsyncCredentialProxy:
             return await self._handle(upstream, request)
 
         app.router.add_route("*", "/{tail:.*}", handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0, logger=server_log)
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, self.bind_host, 0)

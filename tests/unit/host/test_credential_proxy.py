@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import re
 import shutil
 import socket
 import subprocess
@@ -161,6 +162,37 @@ def test_path_and_query_pass_but_the_upstream_host_never_changes(upstream, make_
     status, _, _ = request(port, "GET", "http://evil.example/v1/messages", auth)
     assert status == 400
     assert len(upstream.seen) == 1
+
+
+def test_connect_on_the_api_port_is_refused(upstream, make_proxy):
+    proxy = make_proxy([Upstream("anthropic", upstream.url, Credential.anthropic(REAL_KEY))])
+    with socket.create_connection(("127.0.0.1", proxy.api_ports["anthropic"]), timeout=10) as sock:
+        sock.sendall(
+            f"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nx-api-key: {proxy.token}\r\n\r\n".encode()
+        )
+        answer = sock.recv(65536)
+    assert re.match(rb"HTTP/1\.[01] 4\d\d ", answer)  # aiohttp: 404, the authority-form matches no route
+    assert upstream.seen == []
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Bad\x01Name: {t}\r\n\r\n",
+        "GET /v1/models HTTP/1.1\r\nHost: x\r\nx-api-key: {t}\x7f\x00\r\n\r\n",
+        "GET /v1/models HTTP/1.1\r\nHost: x\r\nx-api-key: {t}\r\nx-api-key {t}\r\n\r\n",
+        "GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Long: {t}" + "a" * 20000 + "\r\n\r\n",
+    ],
+)
+def test_malformed_requests_never_put_the_token_in_a_log(upstream, make_proxy, caplog, head):
+    caplog.set_level(logging.DEBUG)
+    proxy = make_proxy([Upstream("anthropic", upstream.url, Credential.anthropic(REAL_KEY))])
+    with socket.create_connection(("127.0.0.1", proxy.api_ports["anthropic"]), timeout=10) as sock:
+        sock.sendall(head.format(t=proxy.token).encode("latin-1"))
+        answer = sock.recv(65536)
+    assert re.match(rb"HTTP/1\.[01] 4\d\d ", answer)  # (aiohttp may quote the bad line back to its sender)
+    assert proxy.token not in caplog.text
+    assert upstream.seen == []
 
 
 def test_hop_by_hop_headers_are_dropped_both_ways(upstream, make_proxy):
@@ -337,7 +369,7 @@ def test_vm_env_per_credential_variable(upstream, make_proxy, variable, header, 
     up = upstream_for_variable(variable, REAL_KEY, base_url=upstream.url + suffix)
     assert up.credential.header == header
     assert up.credential.value() == prefix + REAL_KEY
-    proxy = make_proxy([up], egress=parse_egress("pypi.org"))
+    proxy = make_proxy([up], egress=parse_egress("pkgs.example"))
     env = proxy.vm_env()
     assert env[variable] == proxy.token
     assert env[base_var] == f"http://127.0.0.1:{proxy.api_ports[up.name]}{suffix}"

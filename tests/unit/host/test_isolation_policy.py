@@ -13,32 +13,32 @@ from agentvm.host.isolation import (
     split_host_port,
 )
 
-RULES = "pypi.org,*.pythonhosted.org,api.example.com:8443,203.0.113.7,[2001:db8::1]:443,Mixed.Case.ORG."
+RULES = "pkgs.example,*.files-host.example,api.example.com:8443,203.0.113.7,[2001:db8::1]:443,Mixed.Case.ORG."
 
 # (host as the VM wrote it, port, via, allowed?)
 CASES = [
-    ("pypi.org", 443, "connect", True),
-    ("PYPI.ORG", 443, "connect", True),
-    ("pypi.org.", 443, "connect", True),  # one trailing dot: the same name
-    ("pypi.org..", 443, "connect", False),
-    ("pypi.org", 80, "http", True),  # no port in the rule: 80 for plain HTTP
-    ("pypi.org", 80, "connect", False),  # ... but CONNECT only to 443
-    ("pypi.org", 8443, "connect", False),
-    ("pypi.org", 22, "connect", False),
-    ("www.pypi.org", 443, "connect", False),  # exact rule: no subdomains
-    ("evil.com.pypi.org", 443, "connect", False),  # still exact: not the name in the rule
-    ("pypi.org.evil.com", 443, "connect", False),
-    ("evilpypi.org", 443, "connect", False),
-    ("pypi.org@evil.com", 443, "connect", False),
-    ("pypi.org:443", 443, "connect", False),  # a port inside the host text is not a host
-    ("files.pythonhosted.org", 443, "connect", True),
-    ("a.b.files.pythonhosted.org", 443, "connect", True),
-    ("evil.com.pythonhosted.org", 443, "connect", True),  # a name below the suffix: allowed by design
-    ("pythonhosted.org", 443, "connect", False),  # '*.' does not include the apex
-    ("xpythonhosted.org", 443, "connect", False),
-    ("pythonhosted.org.evil.com", 443, "connect", False),
-    ("files.pythonhosted.org.", 443, "connect", True),
-    ("FILES.PythonHosted.Org", 443, "connect", True),
+    ("pkgs.example", 443, "connect", True),
+    ("PKGS.EXAMPLE", 443, "connect", True),
+    ("pkgs.example.", 443, "connect", True),  # one trailing dot: the same name
+    ("pkgs.example..", 443, "connect", False),
+    ("pkgs.example", 80, "http", True),  # no port in the rule: 80 for plain HTTP
+    ("pkgs.example", 80, "connect", False),  # ... but CONNECT only to 443
+    ("pkgs.example", 8443, "connect", False),
+    ("pkgs.example", 22, "connect", False),
+    ("www.pkgs.example", 443, "connect", False),  # exact rule: no subdomains
+    ("evil.com.pkgs.example", 443, "connect", False),  # still exact: not the name in the rule
+    ("pkgs.example.evil.com", 443, "connect", False),
+    ("evilpkgs.example", 443, "connect", False),
+    ("pkgs.example@evil.com", 443, "connect", False),
+    ("pkgs.example:443", 443, "connect", False),  # a port inside the host text is not a host
+    ("files.files-host.example", 443, "connect", True),
+    ("a.b.files.files-host.example", 443, "connect", True),
+    ("evil.com.files-host.example", 443, "connect", True),  # a name below the suffix: allowed by design
+    ("files-host.example", 443, "connect", False),  # '*.' does not include the apex
+    ("xfiles-host.example", 443, "connect", False),
+    ("files-host.example.evil.com", 443, "connect", False),
+    ("files.files-host.example.", 443, "connect", True),
+    ("FILES.Files-Host.Example", 443, "connect", True),
     ("api.example.com", 8443, "connect", True),  # explicit port: exactly that port
     ("api.example.com", 443, "connect", False),
     ("api.example.com", 8443, "http", True),
@@ -53,10 +53,10 @@ CASES = [
     ("[2001:db8::2]", 443, "connect", False),
     ("mixed.case.org", 443, "connect", True),
     ("", 443, "connect", False),
-    ("pypi.org\x00.evil.com", 443, "connect", False),
-    ("pypi.\u043erg", 443, "connect", False),  # a Cyrillic o
-    ("-pypi.org", 443, "connect", False),
-    ("pypi_org", 443, "connect", False),
+    ("pkgs.example\x00.evil.com", 443, "connect", False),
+    ("pkgs.\u0435xample", 443, "connect", False),  # a Cyrillic e
+    ("-pkgs.example", 443, "connect", False),
+    ("pkgs_example", 443, "connect", False),
     ("localhost", 443, "connect", False),
 ]
 
@@ -67,13 +67,13 @@ def test_allowlist_case_table(host, port, via, allowed):
 
 
 def test_empty_allowlist_allows_nothing():
-    assert not Allowlist.parse("").allows("pypi.org", 443)
+    assert not Allowlist.parse("").allows("pkgs.example", 443)
 
 
 @pytest.mark.parametrize(
     ("raw", "canonical"),
     [
-        ("PyPI.org.", "pypi.org"),
+        ("Pkgs.Example.", "pkgs.example"),
         ("[::1]", "::1"),
         ("2001:DB8::0:1", "2001:db8::1"),
         ("::ffff:10.0.0.1", "10.0.0.1"),
@@ -99,9 +99,9 @@ def test_normalize_host(raw, canonical):
         "*.",
         "*:443",
         "*.com.",
-        "pypi.org:0",
-        "pypi.org:65536",
-        "pypi.org:https",
+        "pkgs.example:0",
+        "pkgs.example:65536",
+        "pkgs.example:https",
         "*.10.0.0.1",
         "a b",
         "[::1",
@@ -134,7 +134,7 @@ def test_split_host_port():
         (" deny ", "deny", "deny"),
         ("open", "open", "open"),
         ("OPEN", "open", "open"),
-        ("pypi.org, *.npmjs.org", "allowlist", "allowlist: pypi.org,*.npmjs.org"),
+        ("pkgs.example, *.mirror.example", "allowlist", "allowlist: pkgs.example,*.mirror.example"),
         (",,", "deny", "deny"),
     ],
 )
@@ -147,14 +147,14 @@ def test_parse_egress(value, mode, text):
 
 def test_parse_egress_error_names_the_fix():
     with pytest.raises(ValueError, match=r"EGRESS=open.*EGRESS=host1"):
-        parse_egress("pypi.org,bad host")
+        parse_egress("pkgs.example,bad host")
 
 
 def test_with_hosts_adds_api_hosts_but_not_in_open_mode():
     assert parse_egress("").with_hosts(["api.example.com"]).allowlist.allows("api.example.com", 443)
     assert parse_egress("open").with_hosts(["api.example.com"]).mode == "open"
-    merged = parse_egress("pypi.org").with_hosts(["pypi.org", "x.org"])
-    assert str(merged.allowlist) == "pypi.org,x.org"
+    merged = parse_egress("pkgs.example").with_hosts(["pkgs.example", "x.org"])
+    assert str(merged.allowlist) == "pkgs.example,x.org"
 
 
 @pytest.mark.parametrize(("value", "mode"), [(None, "proxy"), ("", "proxy"), ("Proxy", "proxy"), ("direct", "direct")])
