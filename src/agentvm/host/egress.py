@@ -320,7 +320,8 @@ def _listing(table: str) -> list[dict[str, Any]]:
 @contextlib.contextmanager
 def _locked(table: str) -> Iterator[None]:
     folder = Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
-    path = folder / f"agentvm-egress-{_table(table)}.lock"
+    _table(table)
+    path = folder / "agentvm-egress.lock"  # one for all tables: a lock file per table would pile up
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

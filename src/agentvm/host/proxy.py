@@ -11,14 +11,19 @@ API (what the run pipeline calls; everything else here is internal)::
         egress=parse_egress(env.get("EGRESS")),  # allowlist of the forward proxy; "open": no forward proxy
         log_path=run_dir / "egress.log",         # JSON lines, mode 0600; None: no file (counters only)
         run_id=run_id,
+        # optional: hosts={"name": ["addr"]} (fixed resolution for the forward proxy), blocked_networks=[...]
+        # (default: the subnet carrying bind_host), ca_file=..., limits=ProxyLimits(...)
     )                                            # -> listening; raises ProxyError (nothing left running)
+    proxy.api_ports / proxy.forward_port         # {upstream name: port} / the forward proxy's port (None: open)
     proxy.token                                  # random per-run token: the agent's "API key"
     proxy.ports                                  # every listening port (pass to egress.apply)
     proxy.base_url("anthropic")                  # http://<bind_host>:<port> for that upstream
     proxy.proxy_url                              # http://agentvm:<token>@<bind_host>:<port>, None when open
     proxy.vm_env()                               # env for the agent in the VM: token vars, base URL vars,
-                                                 #   HTTPS_PROXY/HTTP_PROXY (+ lower case), NO_PROXY
-    proxy.counters()                             # ProxyCounters: allowed/denied/unauthorized/errors/bytes
+                                                 #   HTTPS_PROXY/HTTP_PROXY (+ lower case), NO_PROXY (a secret:
+                                                 #   it holds the token)
+    proxy.counters()                             # ProxyCounters (.as_dict()): allowed, denied, unauthorized,
+                                                 #   errors, api_requests, egress_requests, bytes_in, bytes_out
     proxy.stop()                                 # idempotent; closes every port; the token dies with it
 
 ``CredentialProxy`` runs its own asyncio loop in a daemon thread (for the synchronous pipeline);
