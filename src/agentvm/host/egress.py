@@ -13,9 +13,10 @@ API (what the run pipeline, the reaper and ``make doctor`` call)::
     egress.counters(run_id, *, table=...)    -> dict[str, Counter]   # packets/bytes per rule purpose
     egress.render(rules, ...)                -> str    # the nft script for a run (pure; what apply loads)
 
-``gateway`` (the host's address on the VMs' bridge, where the proxy listens), ``bridge`` and ``port`` (the
-bridge port the VM's frames arrive on: its tap or veth) are found from the host's routing table, neighbour
-table and the bridge's forwarding database when not given. ``open`` mode is simply: do not call ``apply``.
+``gateway`` is the host's address on the VMs' bridge, where the proxy listens (pass ``proxy.bind_host``);
+``bridge`` and ``port`` (the bridge port the VM's frames arrive on: its tap or veth) are found from the host's
+routing table, neighbour table and the bridge's forwarding database when not given (so is ``gateway``).
+``open`` mode is simply: do not call ``apply``.
 
 Two tables, both named ``table`` (default ``agentvm``), each with an input-hook and a forward-hook base chain
 (policy accept: they only ever drop traffic of the runs they know) and per-run regular chains:

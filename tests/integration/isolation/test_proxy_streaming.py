@@ -76,3 +76,23 @@ def test_slow_stream_receive_times(upstream, proxy, capsys):
         start = sent[0]
         print("\n  sent at (s):     " + " ".join(f"{t - start:.3f}" for t in sent))
         print("  received at (s): " + " ".join(f"{t - start:.3f}" for _, t in events))
+
+
+def test_stop_ends_a_stream_in_progress(upstream, proxy):
+    """stop() during an answer: the client's stream ends (the upstream is still waiting to send more)."""
+
+    async def read_until_cut() -> list[int]:
+        received = []
+        url = proxy.base_url("anthropic") + "/sse"
+        async with aiohttp.ClientSession() as session, session.get(url, headers={"x-api-key": proxy.token}) as r:
+            try:
+                async for raw in r.content:
+                    if raw.startswith(b"data: "):
+                        received.append(json.loads(raw[6:])["i"])
+                        await asyncio.get_running_loop().run_in_executor(None, proxy.stop)
+            except aiohttp.ClientPayloadError:
+                pass
+        return received
+
+    assert asyncio.run(asyncio.wait_for(read_until_cut(), 30)) == [0]
+    assert not proxy.running

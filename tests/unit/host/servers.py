@@ -124,6 +124,8 @@ class RecordingUpstream:
         return response
 
     def close(self) -> None:
+        for gate in self.sse.release:  # a stream still waiting for its next event ends now
+            gate.set()
         if self.runner is not None:
             self.loop.call(self.runner.cleanup())
         self.loop.close()

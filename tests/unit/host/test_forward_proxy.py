@@ -279,3 +279,31 @@ def test_stopped_proxy_refuses_connections(loop, tmp_path):
     loop.call(proxy.stop())
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def test_stop_cuts_open_tunnels(loop, tmp_path, echo):
+    log = EgressLog(tmp_path / "egress.log")
+    proxy = ForwardProxy(
+        Allowlist.parse(f"allowed.test:{echo.port}"),
+        lambda t: t == TOKEN,
+        log,
+        hosts={"allowed.test": ["127.0.0.1"]},
+        exempt_networks=[ipaddress.ip_network("127.0.0.0/8")],
+    )
+    port = loop.call(proxy.start("127.0.0.1"))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            f"CONNECT allowed.test:{echo.port} HTTP/1.1\r\nProxy-Authorization: {basic(TOKEN)}\r\n\r\n".encode()
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"still open?")
+        assert sock.recv(65536) == b"still open?"
+        loop.call(proxy.stop())
+        try:
+            rest = sock.recv(65536)
+        except ConnectionResetError:
+            rest = b""
+        assert rest == b""
+    log.close()
+    (line,) = [json.loads(x) for x in (tmp_path / "egress.log").read_text().splitlines()]
+    assert (line["kind"], line["decision"], line["status"]) == ("connect", "allowed", 200)
