@@ -89,6 +89,12 @@ class Multipass:
         """The instance's state without entering the guest; ``None`` when it does not exist."""
         return self.cli.state(name)
 
+    def ipv4(self, name: str) -> str | None:
+        """The instance's first IPv4 address (None when it has none or does not exist)."""
+        entry = self.cli.find(name, runtime=False) or {}
+        addresses = mp.valid_ipv4(entry.get("ipv4") or [])
+        return addresses[0] if addresses else None
+
     def instances(self) -> dict[str, str]:
         """name -> state of every instance, deleted ones included."""
         return {entry["name"]: entry["state"] for entry in self.cli.list_instances()}

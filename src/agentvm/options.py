@@ -73,6 +73,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("timeout", "TIMEOUT", "positive", "the agent's wall-clock limit in seconds (default 1800)"),
     Option("workspace", "WORKSPACE", "path", "a host folder copied into ~/workspace (never written back)"),
     Option("keep", "KEEP", "bool", "keep the VM after the run"),
+    Option("credentials", "CREDENTIALS", "text", "proxy (default: the key stays on the host) or direct"),
+    Option("egress", "EGRESS", "text", "deny (default), open, or an allowlist: host1,*.domain2,host3:8443"),
 )
 BY_NAME = {o.name: o for o in RUN_OPTIONS}
 
@@ -91,6 +93,8 @@ class RunInput:
     timeout: int | None = None
     workspace: str | None = None
     keep: bool | None = None
+    credentials: str | None = None
+    egress: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     trigger: Mapping[str, str | None] | None = None
     attempt: int | None = None

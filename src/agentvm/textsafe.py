@@ -33,9 +33,20 @@ class Redactor:
     """Replaces exact secret values (the credentials of a run, its proxy token) by ``[redacted:NAME]``."""
 
     def __init__(self, secrets: Mapping[str, str]) -> None:
-        pairs = [(name, value) for name, value in secrets.items() if value and len(value) >= MIN_SECRET]
-        pairs.sort(key=lambda p: -len(p[1]))  # longest first, so a value inside another is not cut
-        self._text = [(value, f"[redacted:{name}]") for name, value in pairs]
+        self._secrets: dict[str, str] = {}
+        self._text: list[tuple[str, str]] = []
+        self._bytes: list[tuple[bytes, bytes]] = []
+        self.longest = 0
+        for name, value in secrets.items():
+            self.add(name, value)
+
+    def add(self, name: str, value: str) -> None:
+        """Redact ``value`` too (e.g. a run's proxy token, known only once the proxy runs)."""
+        if not value or len(value) < MIN_SECRET:
+            return
+        self._secrets[name] = value
+        pairs = sorted(self._secrets.items(), key=lambda p: -len(p[1]))  # longest first: no value cut inside another
+        self._text = [(v, f"[redacted:{n}]") for n, v in pairs]
         self._bytes = [(v.encode(), r.encode()) for v, r in self._text]
         self.longest = max((len(v) for v, _ in self._bytes), default=0)
 

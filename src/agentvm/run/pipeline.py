@@ -15,6 +15,7 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from agentvm import textsafe
@@ -23,6 +24,7 @@ from agentvm.host.state import StateDir, new_record
 from agentvm.multipass import Multipass
 from agentvm.run import bundle, claims, collect, outcome, playbook, record
 from agentvm.run.agentstream import AgentStream
+from agentvm.run.isolate import Isolation, write_env
 from agentvm.run.parsers import PARSERS, Parsed
 from agentvm.run.progress import Progress, now_iso
 from agentvm.run.request import RunRequest
@@ -61,6 +63,11 @@ class Run:
         self.progress.listeners.append(self._follow_agent)
         self.teardown_done = False
         self._teardown_error: str | None = None
+        self.isolation = Isolation(
+            req.run_id, req.credentials_mode, req.egress, req.secrets, settings.env,
+            self.run_dir / "egress.log", self.redactor, self.progress.say,
+        )  # fmt: skip
+        self._isolated = False
 
     # -- the flow ---------------------------------------------------------------------------------------
 
@@ -103,13 +110,25 @@ class Run:
             self.progress.close()
             guard.doing = f"deleting the VM {self.req.instance}"
             teardown_seconds = self._teardown()
+            self.isolation.teardown()
             self._save_log(result)
         guard.doing = "collecting the results"
         return self._record(result, teardown_seconds)
 
+    @property
+    def _secrets_file(self) -> Path:
+        return self.scratch.secret / "secrets.json"
+
+    @property
+    def _ready_file(self) -> Path:
+        return self.scratch.secret / "isolation.ready"
+
     def _playbook(self) -> playbook.Outcome:
         bundle_path = bundle.write_bundle(self.req, self.vm, self.scratch.staging)
-        secrets_file = bundle.write_secrets(self.req, self.scratch.secret)
+        isolate = self.isolation.needed
+        if not isolate and self.req.secrets:
+            write_env(self._secrets_file, self.req.secrets)
+        has_secrets = isolate or bool(self.req.secrets)
         if self.cancel.is_set():
             raise InterruptedError("interrupted before the VM was created")
         extravars = {
@@ -118,7 +137,8 @@ class Run:
             "agentvm_golden": self.req.golden,
             "agentvm_bundle": str(bundle_path),
             "agentvm_fetch_dir": str(self.scratch.staging),
-            "agentvm_secrets_file": str(secrets_file) if secrets_file else "",
+            "agentvm_secrets_file": str(self._secrets_file) if has_secrets else "",
+            "agentvm_isolation_ready": str(self._ready_file) if isolate else "",
             "agentvm_vm": {
                 "dir": self.vm.dir,
                 "bundle": self.vm.bundle,
@@ -147,11 +167,25 @@ class Run:
 
     def _event(self, data: dict[str, Any]) -> bool:
         self.progress.event(data)
-        if data.get("event") == "runner_on_ok":
-            task = str((data.get("event_data") or {}).get("task") or "")
-            if task.startswith("[teardown]"):
-                self.teardown_done = True
+        task = str((data.get("event_data") or {}).get("task") or "")
+        if data.get("event") == "runner_on_ok" and task.startswith("[teardown]"):
+            self.teardown_done = True
+        elif data.get("event") == "playbook_on_task_start" and task.startswith("[isolate]") and not self._isolated:
+            self._isolated = True
+            self._isolate()
         return True
+
+    def _isolate(self) -> None:
+        """Called when the playbook waits for it: the proxy, the rules, the VM's environment; then the go."""
+        try:
+            env = self.isolation.setup(self.mp.ipv4(self.req.instance))
+            write_env(self._secrets_file, env)
+            answer = "ok"
+        except Exception as exc:
+            answer = f"the isolation of the clone failed: {textsafe.one_line(str(exc), 500)}"
+        tmp = self._ready_file.with_suffix(".tmp")
+        tmp.write_text(answer)
+        tmp.replace(self._ready_file)
 
     def _follow_agent(self, previous: str | None, phase: str) -> None:
         if previous == "agent":
@@ -273,7 +307,8 @@ class Run:
             "labels": dict(req.labels),
             "trigger": dict(req.trigger) if req.trigger else None,
             "location": record.location(self.run_dir),
-            "credentials": {"mode": "direct" if req.secrets else "none", "names": sorted(req.secrets)},
+            "credentials": {"mode": req.credentials_mode if req.secrets else "none", "names": sorted(req.secrets)},
+            "egress": self.isolation.summary(),
         }
         if req.attempt is not None:
             rec["attempt"] = req.attempt

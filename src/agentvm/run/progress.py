@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from agentvm import textsafe
 
-PHASES = ("clone", "start", "ready", "upload", "agent", "fetch", "teardown")
+PHASES = ("clone", "start", "ready", "isolate", "upload", "agent", "fetch", "teardown")
 HEARTBEAT = 30.0
 
 

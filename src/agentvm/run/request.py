@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from agentvm.errors import UsageError
+from agentvm.host.isolation import EgressPolicy, parse_credentials, parse_egress
+from agentvm.host.proxy import upstream_for_variable
 from agentvm.multipass import Multipass, MultipassError, MultipassNotInstalledError
 from agentvm.options import RunInput
 from agentvm.run.profiles import ARGV_PROMPT_LIMIT, Profile, get_profile
@@ -36,6 +38,8 @@ class RunRequest:
     instance: str
     golden: str
     golden_manifest_id: str | None
+    credentials_mode: str = "proxy"
+    egress: EgressPolicy = field(default_factory=lambda: parse_egress(None))
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     passthrough: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -104,6 +108,25 @@ def _credentials(profile: Profile, env: Mapping[str, str], vault: Mapping[str, s
     return {}
 
 
+def _isolation(inp: RunInput) -> tuple[str, EgressPolicy]:
+    try:
+        return parse_credentials(inp.credentials), parse_egress(inp.egress)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _passthrough(profile: Profile, env: Mapping[str, str], secrets: Mapping[str, str], mode: str) -> dict[str, str]:
+    """The profile's passthrough variables set on the host, minus the base URLs the proxy replaces."""
+    replaced: set[str] = set()
+    if mode == "proxy":
+        for name, value in secrets.items():
+            try:
+                replaced.update(upstream_for_variable(name, value).base_url_vars)
+            except ValueError:
+                continue
+    return {k: env[k] for k in profile.passthrough if env.get(k) and k not in replaced}
+
+
 def check_golden(mp: Multipass, golden: str) -> str | None:
     """Raise UsageError unless the golden is complete; return its manifest id."""
     try:
@@ -137,6 +160,7 @@ def build_request(
     if profile.prompt == "argv" and len(data) > ARGV_PROMPT_LIMIT:
         raise UsageError(f"agent {profile.name} takes the prompt as an argument: at most {ARGV_PROMPT_LIMIT} bytes")
     workspace = _workspace(inp.workspace, settings)
+    mode, policy = _isolation(inp)
     found = _credentials(profile, settings.env, vault or {})
     if golden_manifest_id is _UNCHECKED:
         client = mp or Multipass(settings.multipass_bin, settings.env)
@@ -156,8 +180,10 @@ def build_request(
         instance=f"{settings.prefix}-run-{run_id}",
         golden=settings.golden,
         golden_manifest_id=golden_manifest_id,
+        credentials_mode=mode,
+        egress=policy,
         secrets=found,
-        passthrough={k: settings.env[k] for k in profile.passthrough if settings.env.get(k)},
+        passthrough=_passthrough(profile, settings.env, found, mode),
         labels=dict(inp.labels),
         trigger=dict(inp.trigger) if inp.trigger else None,
         attempt=inp.attempt,
