@@ -4,7 +4,8 @@
 
 Everything that talks to Multipass goes through :class:`MultipassCLI`: argv building, running the
 executable (no local shell, explicit stdin, a timeout on every call), JSON parsing, mapping exit codes
-and stderr texts to typed errors, and retrying transient failures with exponential backoff.
+and stderr texts to typed errors, and retrying transient failures with exponential backoff. Python code
+outside Ansible uses it the same way (it needs nothing but this file).
 
 Behaviour relied upon is that of the Multipass 1.16.3 CLI: exit 1 for command-line errors, exit 2 for
 daemon-side failures (``<command> failed: <message>``), exit 5 for the client-side ``--timeout``, and
