@@ -16,7 +16,8 @@ PARTS = [
     ("connection", "agentvm.multipass.multipass", {"allow_start", "command_timeout", "pipelining", "remote_addr"}),
     ("inventory", "agentvm.multipass.multipass", {"name_prefix", "states", "compose", "keyed_groups", "cache"}),
     ("module", "agentvm.multipass.instance", {"name", "state", "source", "stop_source", "purge", "cloud_init"}),
-    ("module", "agentvm.multipass.instance_info", {"name", "runtime_information"}),
+    ("module", "agentvm.multipass.instance_info", {"name", "runtime_information", "snapshots"}),
+    ("module", "agentvm.multipass.snapshot", {"instance", "name", "state", "comment", "timeout", "retries"}),
 ]
 
 
@@ -34,6 +35,7 @@ def test_ansible_doc_renders(kind, name, options):
     assert doc["examples"].strip()
     if kind == "module":
         assert doc["return"]
+        assert doc["doc"]["attributes"]["check_mode"]["support"] == "full"
     text = subprocess.run(
         [ansible_doc, "-t", kind, name], env=env, cwd=REPO, capture_output=True, text=True, check=False
     )

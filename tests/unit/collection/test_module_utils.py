@@ -1,7 +1,8 @@
 """Unit tests of the shared wrapper ``agentvm.multipass.plugins.module_utils.multipass``.
 
-Expected values are written out by hand from the reference (/work/shared/reference/multipass-cli.md);
-the JSON inputs are the reference's literals, copied verbatim into ``fixtures/``.
+Expected values are written out by hand from Multipass 1.16.3's documented behaviour and error texts (the §
+marks group the cases by command); the JSON inputs are the literals of Multipass's own formatter tests, copied
+verbatim into ``fixtures/`` (see fixtures/README.md).
 """
 
 from __future__ import annotations
@@ -109,6 +110,124 @@ def test_info_with_snapshots():  # §3.4 json_info_multiple_mixed_instances_and_
 def test_list_snapshots_document_is_not_a_list():  # §3.5: a different document; parse_list must refuse it
     with pytest.raises(mp.MultipassParseError):
         mp.parse_list(fixture_text("list_snapshots.json"))
+
+
+def test_parse_snapshots_info():  # §3.4 json_info_multiple_mixed_instances_and_snapshots
+    snapshots = mp.parse_snapshots_info(fixture_text("info_with_snapshots.json"))
+    assert snapshots == {
+        "bogus-instance": {
+            "snapshot1": {
+                "name": "snapshot1",
+                "parent": None,
+                "comment": "",
+                "created": "1972-01-01T09:59:59.021Z",
+                "children": [],
+            },
+            "snapshot2": {
+                "name": "snapshot2",
+                "parent": "snapshot1",
+                "comment": "",
+                "created": "1972-01-01T10:00:20.021Z",
+                "children": ["snapshot3", "snapshot4"],  # as printed, even when those are not in the document
+            },
+        },
+        "messier-87": {  # the snapshots-only shape of ``info --snapshots``
+            "black-hole": {
+                "name": "black-hole",
+                "parent": None,
+                "comment": "Captured by EHT",
+                "created": "2019-04-10T11:59:59Z",
+                "children": [],
+            }
+        },
+    }
+
+
+def test_parse_snapshots_list():  # §3.5 json_list_multiple_snapshots: comment and parent only
+    snapshots = mp.parse_snapshots_list(fixture_text("list_snapshots.json"))
+    assert sorted(snapshots) == ["hale-roller", "prosperous-spadefish"]
+    assert snapshots["hale-roller"] == {
+        "pristine": {
+            "name": "pristine",
+            "parent": None,
+            "comment": "A first snapshot",
+            "created": None,
+            "children": ["rocking", "rolling"],  # derived from the parents
+        },
+        "rocking": {
+            "name": "rocking",
+            "parent": "pristine",
+            "comment": "A very long comment that should be truncated by the table formatter",
+            "created": None,
+            "children": [],
+        },
+        "rolling": {
+            "name": "rolling",
+            "parent": "pristine",
+            "comment": "Loaded with stuff",
+            "created": None,
+            "children": [],
+        },
+    }
+    spadefish = snapshots["prosperous-spadefish"]
+    assert spadefish["snapshot2"]["comment"] == "Before restoring snap1\nContains a newline that\r\nshould be truncated"
+    assert spadefish["snapshot2"]["children"] == ["snapshot10"]
+    assert spadefish["snapshot10"]["parent"] == "snapshot2"
+
+
+@pytest.mark.parametrize("parse", [mp.parse_snapshots_info, mp.parse_snapshots_list])
+def test_no_snapshots(parse):  # §3.5 "No snapshots": {"errors": [], "info": {}}
+    assert parse(fixture_text("info_empty.json")) == {}
+
+
+@pytest.mark.parametrize("parse", [mp.parse_snapshots_info, mp.parse_snapshots_list])
+@pytest.mark.parametrize("text", ["", "[]", '{"info": []}', '{"list": []}'])
+def test_malformed_snapshot_documents_raise_parse_error(parse, text):
+    with pytest.raises(mp.MultipassParseError):
+        parse(text)
+
+
+def test_snapshot_entries_of_the_wrong_type_are_dropped_not_trusted():
+    text = '{"errors": [], "info": {"vm": {"snapshots": {"a": "oops", "b": {"comment": 7, "parent": ["x"], '
+    text += '"children": [1, "c"], "created": 3}}}, "other": 5}}'
+    assert mp.parse_snapshots_info(text) == {
+        "vm": {"b": {"name": "b", "parent": None, "comment": "", "created": None, "children": ["c"]}}
+    }
+
+
+def test_parse_version():  # §3.6 json_version_daemon_no_updates / json_version_client (daemon down)
+    assert mp.parse_version(fixture_text("version_daemon.json")) == {
+        "multipass": "Client version",
+        "multipassd": "Daemon version",
+    }
+    assert mp.parse_version(fixture_text("version_client.json")) == {"multipass": "Client version", "multipassd": None}
+    with pytest.raises(mp.MultipassParseError):
+        mp.parse_version('{"multipassd": "1.16.3"}')
+
+
+@pytest.mark.parametrize(
+    ("stdout", "expected"),
+    [
+        ("Snapshot taken: vm.sealed\n", "sealed"),
+        (
+            "\x1b[2K\x1b[0A\x1b[0ETaking snapshot  \b|\b/\x1b[2K\x1b[0A\x1b[0ESnapshot taken: vm-1.snapshot3\n",
+            "snapshot3",
+        ),
+        ("", None),
+        ("something else\n", None),
+    ],
+)
+def test_parse_snapshot_taken(stdout, expected):  # §1.2 success message, spinner on stdout
+    assert mp.parse_snapshot_taken(stdout) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [("a", True), ("vm-1", True), ("sealed", True), ("1vm", False), ("vm-", False), ("a.b", False), ("", False),
+     ("v_m", False), ("a b", False), ("-a", False)],
+)  # fmt: skip
+def test_valid_name(name, valid):  # §2.1 instance-name regex, §2.9 snapshots follow it
+    assert mp.valid_name(name) is valid
 
 
 def test_running_without_ip_and_na():  # §3.2: a running instance without an IP shows ["N/A"]
@@ -302,6 +421,26 @@ CATALOGUE = [
     ("restore failed: No such snapshot: inst.snap\n", 2, mp.SnapshotNotFoundError),
     ("delete failed: No such snapshot: inst.snap\n", 2, mp.SnapshotNotFoundError),
     ("snapshot failed: Snapshot already exists: inst.snap\n", 2, mp.AlreadyExistsError),
+    ("snapshot failed: The snapshots feature is not implemented on this backend.\n", 2, mp.UnsupportedError),
+    ("Need the name of an instance to snapshot.\n", 1, mp.MultipassUsageError),
+    ("Too many arguments supplied\n", 1, mp.MultipassUsageError),
+    (
+        "Invalid format. Please specify the instance to restore and snapshot to use in the form "
+        "<instance>.<snapshot>.\n",
+        1,
+        mp.MultipassUsageError,
+    ),
+    # §2.4 deleting snapshots
+    ("delete failed: Cannot delete snapshots of deleted instances: inst.snap\n", 2, mp.InstanceDeletedError),
+    (
+        "[2026-05-19T10:00:00.000] [error] [client] Caught an unhandled exception: Snapshots can only be purged "
+        "(after deletion, they cannot be recovered). Unable to query client for confirmation. Please use the "
+        "`--purge` flag if that is what you want.\n",
+        1,
+        mp.MultipassUsageError,
+    ),
+    # info of a missing snapshot (the double's text for ``info inst.snap``)
+    ('info failed: The following errors occurred:\nsnapshot "snap" does not exist\n', 2, mp.SnapshotNotFoundError),
     (
         "[2026-05-19T10:00:00.000] [error] [client] Caught an unhandled exception: Unable to query client for "
         "confirmation. Use '--destructive' to automatically discard current machine state.\n",
@@ -434,6 +573,32 @@ ARGV_CASES = [
     ("stop force", lambda: mp.stop_argv("mp", "vm", force=True), ["mp", "stop", "--force", "--", "vm"]),
     ("delete", lambda: mp.delete_argv("mp", "vm"), ["mp", "delete", "--", "vm"]),
     ("delete purge", lambda: mp.delete_argv("mp", "vm", purge=True), ["mp", "delete", "--purge", "--", "vm"]),
+    # §2.9 snapshot and restore; §2.4 snapshots are deleted with --purge only; §2.8 info/list --snapshots
+    ("snapshot auto-named", lambda: mp.snapshot_argv("mp", "vm"), ["mp", "snapshot", "--", "vm"]),
+    (
+        "snapshot named with comment",
+        lambda: mp.snapshot_argv("mp", "vm", "sealed", '{"a": "b c", "d": "-e"}'),
+        ["mp", "snapshot", "--name", "sealed", "--comment", '{"a": "b c", "d": "-e"}', "--", "vm"],
+    ),
+    (
+        "snapshot empty comment",
+        lambda: mp.snapshot_argv("mp", "vm", "s1", ""),
+        ["mp", "snapshot", "--name", "s1", "--", "vm"],
+    ),
+    ("restore", lambda: mp.restore_argv("mp", "vm", "sealed"), ["mp", "restore", "--destructive", "--", "vm.sealed"]),
+    (
+        "delete snapshot",
+        lambda: mp.delete_snapshot_argv("mp", "vm", "sealed"),
+        ["mp", "delete", "--purge", "--", "vm.sealed"],
+    ),
+    (
+        "info snapshots",
+        lambda: mp.snapshots_info_argv("mp", ["vm"]),
+        ["mp", "info", "--snapshots", "--format", "json", "--", "vm"],
+    ),
+    ("info snapshots all", lambda: mp.snapshots_info_argv("mp"), ["mp", "info", "--snapshots", "--format", "json"]),
+    ("list snapshots", lambda: mp.snapshots_list_argv("mp"), ["mp", "list", "--snapshots", "--format", "json"]),
+    ("version", lambda: mp.version_argv("mp"), ["mp", "version", "--format", "json"]),
 ]
 
 
@@ -629,3 +794,150 @@ def test_info_existing_drops_instances_deleted_meanwhile(fake_multipass, mp_bin)
     cli, _ = make_cli(fake_multipass, mp_bin)
     assert sorted(cli.info_existing(["bombastic", "gone"], runtime=False)) == ["bogus-instance", "bombastic"]
     assert fake_multipass.argvs[-1][-2:] == ["--", "bombastic"]
+
+
+# --------------------------------------------------------------------------------------------------
+# MultipassCLI for callers outside Ansible: existence, idempotent deletes, snapshots, version
+# --------------------------------------------------------------------------------------------------
+
+MISSING = 'The following errors occurred:\ninstance "{}" does not exist\n'
+
+
+def test_exists(fake_multipass, mp_bin):
+    fake_multipass.responder = lambda argv: (
+        Reply(stdout=fixture_text("info_multiple.json"))
+        if argv[-1] == "bombastic"
+        else Reply(2, stderr="info failed: " + MISSING.format(argv[-1]))
+    )
+    cli, _ = make_cli(fake_multipass, mp_bin)
+    assert cli.exists("bombastic") is True
+    assert cli.exists("ghost") is False
+
+
+@pytest.mark.parametrize(
+    ("reply", "missing_ok", "outcome"),
+    [
+        (Reply(), False, True),
+        (Reply(), True, True),
+        (Reply(2, stderr="delete failed: " + MISSING.format("vm")), True, False),
+        (Reply(2, stderr="delete failed: " + MISSING.format("vm")), False, mp.InstanceNotFoundError),
+        # another instance's absence is not ours to ignore
+        (Reply(2, stderr="delete failed: " + MISSING.format("other")), True, mp.InstanceNotFoundError),
+        (Reply(2, stderr="delete failed: cannot connect to the multipass socket\n"), True, mp.DaemonUnavailableError),
+    ],
+)
+def test_delete_missing_ok(fake_multipass, mp_bin, reply, missing_ok, outcome):
+    fake_multipass.responder = lambda argv: reply
+    cli, _ = make_cli(fake_multipass, mp_bin, retry=mp.RetryPolicy(retries=0))
+    if isinstance(outcome, bool):
+        assert cli.delete("vm", purge=True, missing_ok=missing_ok) is outcome
+    else:
+        with pytest.raises(outcome):
+            cli.delete("vm", purge=True, missing_ok=missing_ok)
+    assert fake_multipass.argvs == [[mp_bin, "delete", "--purge", "--", "vm"]]
+
+
+@pytest.mark.parametrize(
+    ("reply", "missing_ok", "outcome"),
+    [
+        (Reply(), False, True),
+        (Reply(2, stderr="delete failed: No such snapshot: vm.s1\n"), True, False),
+        (Reply(2, stderr="delete failed: No such snapshot: vm.s1\n"), False, mp.SnapshotNotFoundError),
+        (Reply(2, stderr="delete failed: " + MISSING.format("vm")), True, False),
+        (Reply(2, stderr="delete failed: Cannot delete snapshots of deleted instances: vm.s1\n"), True, mp.InstanceDeletedError),
+    ],
+)  # fmt: skip
+def test_delete_snapshot(fake_multipass, mp_bin, reply, missing_ok, outcome):
+    fake_multipass.responder = lambda argv: reply
+    cli, _ = make_cli(fake_multipass, mp_bin)
+    if isinstance(outcome, bool):
+        assert cli.delete_snapshot("vm", "s1", missing_ok=missing_ok) is outcome
+    else:
+        with pytest.raises(outcome):
+            cli.delete_snapshot("vm", "s1", missing_ok=missing_ok)
+    assert fake_multipass.argvs == [[mp_bin, "delete", "--purge", "--", "vm.s1"]]
+
+
+def test_snapshot_returns_the_name_multipass_gave(fake_multipass, mp_bin):
+    fake_multipass.responder = lambda argv: Reply(stdout="Snapshot taken: vm.snapshot4\n")
+    cli, _ = make_cli(fake_multipass, mp_bin)
+    assert cli.snapshot("vm") == "snapshot4"
+    assert cli.snapshot("vm", "sealed", "a comment") == "snapshot4"  # Multipass's word wins
+    assert fake_multipass.argvs[1] == [mp_bin, "snapshot", "--name", "sealed", "--comment", "a comment", "--", "vm"]
+    fake_multipass.responder = lambda argv: Reply()
+    assert cli.snapshot("vm", "sealed") == "sealed"
+    with pytest.raises(mp.MultipassParseError, match="did not say its name"):
+        cli.snapshot("vm")
+
+
+@pytest.mark.parametrize(
+    ("stderr", "error"),
+    [
+        ("snapshot failed: Multipass can only take snapshots of stopped instances.\n", mp.InstanceStateError),
+        ("snapshot failed: Snapshot already exists: vm.sealed\n", mp.AlreadyExistsError),
+        ('snapshot failed: instance "vm" is being prepared\n', mp.InstanceBusyError),
+    ],
+)
+def test_snapshot_failures_are_typed_and_never_repeated(fake_multipass, mp_bin, stderr, error):
+    fake_multipass.responder = lambda argv: Reply(2, stderr=stderr)
+    cli, sleeps = make_cli(fake_multipass, mp_bin)
+    with pytest.raises(error) as raised:
+        cli.snapshot("vm", "sealed")
+    assert raised.value.message == stderr.strip()
+    assert (len(fake_multipass.calls), sleeps) == (1, [])
+
+
+@pytest.mark.parametrize(
+    ("stderr", "error"),
+    [
+        ("restore failed: No such snapshot: vm.sealed\n", mp.SnapshotNotFoundError),
+        ("restore failed: Multipass can only restore snapshots of stopped instances.\n", mp.InstanceStateError),
+        ('restore failed: instance "vm" does not exist\n', mp.InstanceNotFoundError),
+    ],
+)
+def test_restore_failures(fake_multipass, mp_bin, stderr, error):
+    fake_multipass.responder = lambda argv: Reply(2, stderr=stderr)
+    cli, _ = make_cli(fake_multipass, mp_bin)
+    with pytest.raises(error):
+        cli.restore("vm", "sealed")
+    assert fake_multipass.argvs == [[mp_bin, "restore", "--destructive", "--", "vm.sealed"]]
+
+
+def test_snapshots_of_one_instance(fake_multipass, mp_bin):
+    fake_multipass.responder = lambda argv: Reply(stdout=fixture_text("info_with_snapshots.json"))
+    cli, _ = make_cli(fake_multipass, mp_bin)
+    assert sorted(cli.snapshots("bogus-instance")) == ["snapshot1", "snapshot2"]
+    assert cli.snapshots("messier-87")["black-hole"]["comment"] == "Captured by EHT"
+    fake_multipass.responder = lambda argv: Reply(stdout=fixture_text("info_empty.json"))
+    assert cli.snapshots("bombastic") == {}  # an instance without snapshots is absent from the document
+    fake_multipass.responder = lambda argv: Reply(2, stderr="info failed: " + MISSING.format("ghost"))
+    with pytest.raises(mp.InstanceNotFoundError):
+        cli.snapshots("ghost")
+    assert fake_multipass.argvs[0] == [mp_bin, "info", "--snapshots", "--format", "json", "--", "bogus-instance"]
+
+
+def test_snapshots_existing_drops_instances_deleted_meanwhile(fake_multipass, mp_bin):
+    def respond(argv):
+        if "gone" in argv:
+            return Reply(2, stderr="info failed: " + MISSING.format("gone"))
+        return Reply(stdout=fixture_text("info_with_snapshots.json"))
+
+    fake_multipass.responder = respond
+    cli, _ = make_cli(fake_multipass, mp_bin)
+    found = cli.snapshots_existing(["messier-87", "gone", "bombastic"])
+    assert sorted(found) == ["bombastic", "messier-87"]
+    assert found["bombastic"] == {}
+    assert fake_multipass.argvs[-1][-3:] == ["--", "messier-87", "bombastic"]
+
+
+def test_all_snapshots_and_version(fake_multipass, mp_bin):
+    fake_multipass.responder = lambda argv: Reply(
+        stdout=fixture_text("list_snapshots.json" if argv[1] == "list" else "version_daemon.json")
+    )
+    cli, _ = make_cli(fake_multipass, mp_bin)
+    assert sorted(cli.all_snapshots()["hale-roller"]) == ["pristine", "rocking", "rolling"]
+    assert cli.version()["multipassd"] == "Daemon version"
+    assert fake_multipass.argvs == [
+        [mp_bin, "list", "--snapshots", "--format", "json"],
+        [mp_bin, "version", "--format", "json"],
+    ]

@@ -4,7 +4,8 @@
 
 Everything that talks to Multipass goes through :class:`MultipassCLI`: argv building, running the
 executable (no local shell, explicit stdin, a timeout on every call), JSON parsing, mapping exit codes
-and stderr texts to typed errors, and retrying transient failures with exponential backoff.
+and stderr texts to typed errors, and retrying transient failures with exponential backoff. Python code
+outside Ansible uses it the same way (it needs nothing but this file).
 
 Behaviour relied upon is that of the Multipass 1.16.3 CLI: exit 1 for command-line errors, exit 2 for
 daemon-side failures (``<command> failed: <message>``), exit 5 for the client-side ``--timeout``, and
@@ -136,7 +137,7 @@ class InstanceNotFoundError(MultipassCommandError):
 
 
 class InstanceDeletedError(MultipassCommandError):
-    """``instance "x" is deleted`` (deleted but not purged)."""
+    """``instance "x" is deleted`` (deleted but not purged); also ``Cannot delete snapshots of deleted instances``."""
 
     unreachable = True
 
@@ -154,11 +155,13 @@ class InstanceBusyError(MultipassCommandError):
 
 
 class AlreadyExistsError(MultipassCommandError):
-    """``instance "x" already exists`` (also for names held by deleted instances) or a duplicate snapshot."""
+    """``instance "x" already exists`` (also for names held by deleted instances) or
+    ``Snapshot already exists: inst.snap``."""
 
 
 class InstanceStateError(MultipassCommandError):
-    """The instance is in the wrong state for the operation (e.g. clone of a running source)."""
+    """The instance is in the wrong state for the operation (clone, snapshot or restore of an instance that is
+    not Stopped, stop of a suspended one, ...)."""
 
 
 class InvalidArgumentError(MultipassCommandError):
@@ -166,7 +169,7 @@ class InvalidArgumentError(MultipassCommandError):
 
 
 class SnapshotNotFoundError(MultipassCommandError):
-    """``No such snapshot: inst.snap``."""
+    """``No such snapshot: inst.snap`` (``restore``, ``delete``), ``snapshot "snap" does not exist`` (``info``)."""
 
 
 class UnsupportedError(MultipassCommandError):
@@ -197,7 +200,8 @@ _ERROR_PATTERNS: tuple[tuple[re.Pattern[str], type[MultipassError]], ...] = tupl
         (r"[Ii]nstance [\"'][^\"'\n]*[\"'] is not running", InstanceNotRunningError),
         (r"is being prepared", InstanceBusyError),
         (r"already exists", AlreadyExistsError),
-        (r"No such snapshot", SnapshotNotFoundError),
+        (r"No such snapshot|[Ss]napshot [\"'][^\"'\n]*[\"'] does not exist", SnapshotNotFoundError),
+        (r"Cannot delete snapshots of deleted instances", InstanceDeletedError),
         (r"feature is not implemented on this backend", UnsupportedError),
         (
             r"can only (?:clone|take snapshots of|restore snapshots of) stopped instances"
@@ -263,6 +267,14 @@ def classify(rc: int, stdout: str, stderr: str, argv: Sequence[str] = ()) -> Mul
 
 
 _MISSING_NAME = re.compile(r"[Ii]nstance [\"']([^\"'\n]*)[\"'] does not exist")
+
+#: Instance and snapshot names (Multipass's instance-name rule, which snapshot names follow too).
+_NAME = re.compile(r"^([a-zA-Z]|[a-zA-Z][a-zA-Z0-9-]*[a-zA-Z0-9])$")
+
+
+def valid_name(name: str) -> bool:
+    """Letters, digits and hyphens, starting with a letter and ending with a letter or digit."""
+    return bool(_NAME.match(name))
 
 
 def missing_names(message: str) -> list[str]:
@@ -386,6 +398,50 @@ def delete_argv(binary: str, name: str, purge: bool = False) -> list[str]:
     return [*argv, "--", name]
 
 
+def snapshot_ref(name: str, snapshot: str) -> str:
+    """``<instance>.<snapshot>``, the form ``restore``, ``delete`` and ``info`` take."""
+    return f"{name}.{snapshot}"
+
+
+def snapshot_argv(binary: str, name: str, snapshot: str | None = None, comment: str | None = None) -> list[str]:
+    """Take a snapshot of the (stopped) instance; Multipass names it ``snapshotN`` when ``snapshot`` is unset."""
+    argv = [binary, "snapshot"]
+    if snapshot:
+        argv += ["--name", snapshot]
+    if comment:
+        argv += ["--comment", comment]
+    return [*argv, "--", name]
+
+
+def restore_argv(binary: str, name: str, snapshot: str) -> list[str]:
+    """``--destructive``: without it a non-interactive client aborts instead of asking about a safety snapshot."""
+    return [binary, "restore", "--destructive", "--", snapshot_ref(name, snapshot)]
+
+
+def delete_snapshot_argv(binary: str, name: str, snapshot: str) -> list[str]:
+    """Snapshots can only be purged: without ``--purge`` a non-interactive client aborts."""
+    return [binary, "delete", "--purge", "--", snapshot_ref(name, snapshot)]
+
+
+def snapshots_info_argv(binary: str, names: Iterable[str] = ()) -> list[str]:
+    """Snapshot details (comment, parent, children, creation time) of ``names``, or of every instance."""
+    argv = [binary, "info", "--snapshots", "--format", "json"]
+    names = list(names)
+    if names:
+        argv.append("--")
+        argv.extend(names)
+    return argv
+
+
+def snapshots_list_argv(binary: str) -> list[str]:
+    """Every instance's snapshots with comment and parent only (one call, no per-instance lookup)."""
+    return [binary, "list", "--snapshots", "--format", "json"]
+
+
+def version_argv(binary: str) -> list[str]:
+    return [binary, "version", "--format", "json"]
+
+
 # --------------------------------------------------------------------------------------------------
 # JSON parsing (pure; unit-tested against the reference's literals)
 # --------------------------------------------------------------------------------------------------
@@ -439,6 +495,85 @@ def parse_info(text: str) -> dict[str, dict[str, Any]]:
     if not isinstance(info, dict):
         raise MultipassParseError("'info' key missing from multipass info output", stdout=text)
     return {str(name): entry for name, entry in info.items() if isinstance(entry, dict)}
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value != "" else None
+
+
+def normalize_snapshots(entries: Any) -> dict[str, dict[str, Any]]:
+    """One instance's ``{snapshot: raw entry}`` -> ``{snapshot: {"name", "parent", "comment", "created", "children"}}``.
+
+    ``parent`` is ``None`` for a root snapshot (Multipass prints ``""``). ``created`` is Multipass's own text,
+    locale-dependent in real output (never parse it), ``None`` when the document has none (``list
+    --snapshots``). ``children`` comes from the entry, or is derived from the parents when the document
+    carries none (``list --snapshots``).
+    """
+    if not isinstance(entries, dict):
+        return {}
+    raw = {str(name): entry for name, entry in entries.items() if isinstance(entry, dict)}
+    parents = {name: _text_or_none(entry.get("parent")) for name, entry in raw.items()}
+    result: dict[str, dict[str, Any]] = {}
+    for name in sorted(raw):
+        entry = raw[name]
+        children = entry.get("children")
+        if isinstance(children, list):
+            kids = [str(c) for c in children if isinstance(c, str)]
+        else:
+            kids = sorted(n for n, parent in parents.items() if parent == name)
+        result[name] = {
+            "name": name,
+            "parent": parents[name],
+            "comment": entry.get("comment") if isinstance(entry.get("comment"), str) else "",
+            "created": _text_or_none(entry.get("created")),
+            "children": kids,
+        }
+    return result
+
+
+def _snapshot_document(text: str, command: str) -> dict[str, Any]:
+    info = load_json(text).get("info")
+    if not isinstance(info, dict):
+        raise MultipassParseError(f"'info' key missing from multipass {command} --snapshots output", stdout=text)
+    return info
+
+
+def parse_snapshots_info(text: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """``multipass info --snapshots --format json`` -> ``{instance: {snapshot: record}}`` (see
+    :func:`normalize_snapshots`). Instances without snapshots are absent from the document, hence here."""
+    info = _snapshot_document(text, "info")
+    return {
+        str(name): normalize_snapshots(entry.get("snapshots"))
+        for name, entry in info.items()
+        if isinstance(entry, dict)
+    }
+
+
+def parse_snapshots_list(text: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """``multipass list --snapshots --format json`` -> ``{instance: {snapshot: record}}``; ``created`` is ``None``
+    (that document carries only comment and parent)."""
+    info = _snapshot_document(text, "list")
+    return {str(name): normalize_snapshots(entries) for name, entries in info.items() if isinstance(entries, dict)}
+
+
+def parse_version(text: str) -> dict[str, str | None]:
+    """``multipass version --format json`` -> ``{"multipass": client, "multipassd": daemon or None}``.
+
+    The daemon's version is missing when the daemon is unreachable (the command still exits 0)."""
+    document = load_json(text)
+    client = _text_or_none(document.get("multipass"))
+    if client is None:
+        raise MultipassParseError("'multipass' key missing from multipass version output", stdout=text)
+    return {"multipass": client, "multipassd": _text_or_none(document.get("multipassd"))}
+
+
+_SNAPSHOT_TAKEN = re.compile(r"Snapshot taken: (?P<name>[^\s.]+)\.(?P<snapshot>\S+)")
+
+
+def parse_snapshot_taken(text: str) -> str | None:
+    """The snapshot's name from ``Snapshot taken: <inst>.<snap>`` (spinner noise tolerated)."""
+    found = _SNAPSHOT_TAKEN.search(clean_output(text))
+    return found.group("snapshot") if found else None
 
 
 def _to_int(value: Any) -> int | None:
@@ -730,6 +865,44 @@ class MultipassCLI:
         entry = self.find(name, runtime=False)
         return None if entry is None else str(entry.get("state", "Unknown"))
 
+    def exists(self, name: str) -> bool:
+        """Whether Multipass knows ``name``. A Deleted instance exists too: its name stays reserved until purged
+        (:meth:`state` tells them apart)."""
+        return self.state(name) is not None
+
+    def version(self) -> dict[str, str | None]:
+        """``{"multipass": client version, "multipassd": daemon version, None when the daemon is unreachable}``."""
+        return parse_version(self.run(version_argv(self.bin)).stdout)
+
+    # -- snapshots: queries -------------------------------------------------------------------------
+
+    def snapshots(self, name: str) -> dict[str, dict[str, Any]]:
+        """The snapshots of ``name`` by snapshot name (``{}`` when it has none), each ``{"name", "parent",
+        "comment", "created", "children"}``. Raises :class:`InstanceNotFoundError` when ``name`` does not exist."""
+        return parse_snapshots_info(self.run(snapshots_info_argv(self.bin, [name])).stdout).get(name, {})
+
+    def snapshots_existing(self, names: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        """:meth:`snapshots` of several instances in one call, leaving out instances that vanished meanwhile.
+        Every name still there has an entry (``{}`` without snapshots)."""
+        remaining = list(dict.fromkeys(names))
+        while remaining:
+            try:
+                found = parse_snapshots_info(self.run(snapshots_info_argv(self.bin, remaining)).stdout)
+            except InstanceNotFoundError as err:
+                gone = set(missing_names(err.message)) & set(remaining)
+                if not gone:
+                    raise
+                self._log(f"{', '.join(sorted(gone))} disappeared; querying snapshots again")
+                remaining = [n for n in remaining if n not in gone]
+                continue
+            return {name: found.get(name, {}) for name in remaining}
+        return {}
+
+    def all_snapshots(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Every instance's snapshots from one ``list --snapshots`` (``created`` is ``None`` there); instances
+        without snapshots are absent."""
+        return parse_snapshots_list(self.run(snapshots_list_argv(self.bin)).stdout)
+
     # -- lifecycle --------------------------------------------------------------------------------
 
     def launch(
@@ -755,8 +928,54 @@ class MultipassCLI:
     def stop(self, name: str, force: bool = False, timeout: float | None = None) -> Result:
         return self.run(stop_argv(self.bin, name, force), timeout=timeout or 0)
 
-    def delete(self, name: str, purge: bool = False, timeout: float | None = None) -> Result:
-        return self.run(delete_argv(self.bin, name, purge), timeout=timeout or 0, idempotent=False)
+    def delete(self, name: str, purge: bool = False, timeout: float | None = None, *, missing_ok: bool = False) -> bool:
+        """Delete ``name`` (and free its name when ``purge``). With ``missing_ok`` an instance that does not exist
+        counts as done: returns ``False`` then, ``True`` when Multipass deleted something."""
+        try:
+            self.run(delete_argv(self.bin, name, purge), timeout=timeout or 0, idempotent=False)
+        except InstanceNotFoundError as err:
+            if missing_ok and name in missing_names(err.message):
+                return False
+            raise
+        return True
+
+    # -- snapshots: changes -------------------------------------------------------------------------
+
+    def snapshot(
+        self, name: str, snapshot: str | None = None, comment: str | None = None, timeout: float | None = None
+    ) -> str:
+        """Snapshot the Stopped instance ``name``; returns the snapshot's name (Multipass picks ``snapshotN`` when
+        ``snapshot`` is unset). A running instance gives :class:`InstanceStateError`, a taken name
+        :class:`AlreadyExistsError`. ``timeout`` ``None`` uses the instance default."""
+        result = self.run(snapshot_argv(self.bin, name, snapshot, comment), timeout=timeout, idempotent=False)
+        taken = parse_snapshot_taken(result.stdout) or snapshot
+        if not taken:
+            raise MultipassParseError(
+                f"multipass took a snapshot of {name} but did not say its name", argv=result.argv, stdout=result.stdout
+            )
+        return taken
+
+    def restore(self, name: str, snapshot: str, timeout: float | None = None) -> Result:
+        """Restore the Stopped instance ``name`` to ``snapshot``, discarding its current state (``--destructive``).
+        Missing snapshot: :class:`SnapshotNotFoundError`; instance not Stopped: :class:`InstanceStateError`."""
+        return self.run(restore_argv(self.bin, name, snapshot), timeout=timeout)
+
+    def delete_snapshot(
+        self, name: str, snapshot: str, timeout: float | None = None, *, missing_ok: bool = False
+    ) -> bool:
+        """Delete (always purge) ``snapshot`` of ``name``. With ``missing_ok`` a snapshot or instance that does not
+        exist counts as done: returns ``False`` then, ``True`` when a snapshot was deleted."""
+        try:
+            self.run(delete_snapshot_argv(self.bin, name, snapshot), timeout=timeout, idempotent=False)
+        except SnapshotNotFoundError:
+            if missing_ok:
+                return False
+            raise
+        except InstanceNotFoundError as err:
+            if missing_ok and name in missing_names(err.message):
+                return False
+            raise
+        return True
 
     # -- exec and transfer --------------------------------------------------------------------------
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -14,6 +13,7 @@ from ansible_collections.agentvm.multipass.plugins.module_utils.multipass import
     MultipassError,
     RetryPolicy,
     normalize_instance,
+    valid_name,
 )
 
 DOCUMENTATION = r"""
@@ -234,7 +234,6 @@ transient:
   version_added: 0.2.0
 """
 
-NAME_RE = re.compile(r"^([a-zA-Z]|[a-zA-Z][a-zA-Z0-9-]*[a-zA-Z0-9])$")
 RUNNING = ("Running",)
 ABSENT = None
 
@@ -413,7 +412,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     name = module.params["name"]
-    if not NAME_RE.match(name):
+    if not valid_name(name):
         module.fail_json(
             msg=f"Invalid instance name supplied: {name} (letters, digits and hyphens, starting with a "
             "letter and ending with a letter or digit)"
