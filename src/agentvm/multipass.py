@@ -80,31 +80,24 @@ class Multipass:
         """The resolved executable (raises ``MultipassNotInstalledError`` when missing)."""
         return str(self.cli.bin)
 
-    def version(self) -> dict[str, str]:
-        """``multipass version --format json``: the client's and (when it answers) the daemon's versions."""
-        doc = mp.load_json(self.cli.run([self.cli.bin, "version", "--format", "json"], timeout=30).stdout)
-        return {str(k): str(v) for k, v in doc.items() if isinstance(v, str)}
+    def version(self) -> dict[str, str | None]:
+        """``{"multipass": client version, "multipassd": daemon version or None}``."""
+        return self.cli.version()
 
     def state(self, name: str) -> str | None:
         """The instance's state without entering the guest; ``None`` when it does not exist."""
         return self.cli.state(name)
 
     def ipv4(self, name: str) -> str | None:
-        """The instance's first IPv4 address (None when it has none or does not exist)."""
-        entry = self.cli.find(name, runtime=False) or {}
+        """The instance's first IPv4 address (None when it has none or does not exist). From ``list``: ``info``
+        gives addresses only with runtime information, which costs an SSH session into the guest."""
+        entry = next((e for e in self.cli.list_instances() if e["name"] == name), {})
         addresses = mp.valid_ipv4(entry.get("ipv4") or [])
         return addresses[0] if addresses else None
 
     def instances(self) -> dict[str, str]:
         """name -> state of every instance, deleted ones included."""
         return {entry["name"]: entry["state"] for entry in self.cli.list_instances()}
-
-    def snapshots(self, name: str) -> dict[str, dict[str, Any]]:
-        """The instance's snapshots: ``{snapshot: {"comment", "parent", ...}}``."""
-        result = self.cli.run([self.cli.bin, "info", "--snapshots", "--format", "json", "--", name])
-        entry = mp.parse_info(result.stdout).get(name) or {}
-        snapshots = entry.get("snapshots") or {}
-        return {str(k): v for k, v in snapshots.items() if isinstance(v, dict)}
 
     def golden(self, golden: str, snapshot: str = "sealed") -> Golden:
         """The golden's state and the manifest its ``sealed`` snapshot carries, in one ``info`` call.
@@ -137,9 +130,7 @@ class Multipass:
         message = ""
         for attempt in range(attempts):
             try:
-                self.cli.delete(name, purge=True, timeout=timeout)
-                return DeleteResult(ok=True)
-            except mp.InstanceNotFoundError:
+                self.cli.delete(name, purge=True, timeout=timeout, missing_ok=True)
                 return DeleteResult(ok=True)
             except mp.MultipassError as exc:
                 message = exc.message.strip().splitlines()[0] if exc.message.strip() else type(exc).__name__

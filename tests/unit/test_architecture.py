@@ -7,7 +7,6 @@ import ast
 import re
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.conftest import REPO
@@ -142,9 +141,6 @@ def test_only_module_utils_starts_multipass_from_python():
     assert offenders == {}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the golden roles still run `multipass info --snapshots` and `multipass snapshot`"
-)
 def test_no_role_or_playbook_runs_multipass_itself():
     offenders = []
     for path in [*REPO.joinpath("roles").rglob("*.yml"), *REPO.joinpath("playbooks").rglob("*.yml")]:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import threading
 import time
@@ -19,21 +18,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agentvm import textsafe
-from agentvm.errors import RunError
 from agentvm.host.state import StateDir, new_record
 from agentvm.multipass import Multipass
-from agentvm.run import bundle, claims, collect, outcome, playbook, record
+from agentvm.run import assemble, bundle, claims, collect, outcome, playbook, record
 from agentvm.run.agentstream import AgentStream
 from agentvm.run.isolate import Isolation, write_env
-from agentvm.run.parsers import PARSERS, Parsed
 from agentvm.run.progress import Progress, now_iso
 from agentvm.run.request import RunRequest
 from agentvm.run.scratch import Scratch
 from agentvm.run.teardown import SignalGuard
 from agentvm.run.vmpaths import VmPaths
 from agentvm.settings import Settings
-
-MAX_USAGE = 64 * 1024
 
 
 class Run:
@@ -227,19 +222,10 @@ class Run:
             "finished_at": now_iso(),
         }
 
-    def _parse(self) -> Parsed:
-        stdout = self.run_dir / "stdout.log"
-        if not stdout.exists():
-            return Parsed()
-        parsed = PARSERS[self.req.profile.output](stdout)
-        if parsed.raw is not None:
-            (self.run_dir / "agent-output.json").write_text(json.dumps(parsed.raw, indent=2, ensure_ascii=False) + "\n")
-        return parsed
-
     def _record(self, result: playbook.Outcome | None, teardown_seconds: float) -> dict[str, Any]:
         report = collect.collect(self.scratch.staging, self.run_dir, self.settings.max_result_bytes)
         said = claims.read(self.scratch.staging / "vm")
-        parsed = self._parse()
+        parsed = assemble.parse_output(self.req, self.run_dir)
         collect.redact_tree(self.run_dir, self.redactor)
         facts = outcome.Facts(
             instance=self.req.instance,
@@ -257,70 +243,17 @@ class Run:
         timings = self.progress.timings()
         timings["teardown"] = round(timings.get("teardown", 0.0) + teardown_seconds, 3)
         timings["total"] = round(time.monotonic() - self.t0, 3)
-        rec = self._assemble(error, said, parsed, timings, [*report.warnings, *said.warnings, *parsed.warnings])
+        rec = assemble.record(
+            self.req,
+            self.run_dir,
+            error=error,
+            said=said,
+            parsed=parsed,
+            timings=timings,
+            warnings=[*report.warnings, *said.warnings, *parsed.warnings],
+            retries=self.progress.retries,
+            started_at=self.started_at,
+            redactor=self.redactor,
+            egress=self.isolation.summary(),
+        )
         return record.write(self.run_dir / "result.json", rec)
-
-    def _assemble(
-        self,
-        error: RunError | None,
-        said: claims.Claims,
-        parsed: Parsed,
-        timings: dict[str, float],
-        warnings: list[dict[str, str]],
-    ) -> dict[str, Any]:
-        req = self.req
-        usage = parsed.usage
-        if usage is not None and len(json.dumps(usage)) > MAX_USAGE:
-            warnings.append(
-                {"code": "usage_too_large", "path": "stdout.log", "message": "the agent's usage was too large"}
-            )
-            usage = None
-        rec: dict[str, Any] = {
-            "schema_version": record.SCHEMA_VERSION,
-            "run_id": req.run_id,
-            "status": record.status(error),
-            "exit_code": record.exit_code(error),
-            "agent": {
-                "name": req.profile.name,
-                "version": said.agent_version,
-                "model": parsed.model or req.model,
-                "exit_code": said.exit_code,
-            },
-            "prompt": record.prompt_digest(req.prompt),
-            "result_text": self.redactor.text(parsed.result_text) if parsed.result_text else None,
-            "usage": usage,
-            "cost": parsed.cost,
-            "timings": timings,
-            "instance": {
-                "name": req.instance,
-                "golden": req.golden,
-                "golden_manifest_id": req.golden_manifest_id,
-                "kept": req.keep,
-                "connection": "exec",
-            },
-            "workspace": self._workspace(said),
-            "retries": self.progress.retries,
-            "started_at": self.started_at,
-            "finished_at": now_iso(),
-            "error": None if error is None else {k: self.redactor.text(v) for k, v in error.as_error().items()},
-            "warnings": warnings,
-            "labels": dict(req.labels),
-            "trigger": dict(req.trigger) if req.trigger else None,
-            "location": record.location(self.run_dir),
-            "credentials": {"mode": req.credentials_mode if req.secrets else "none", "names": sorted(req.secrets)},
-            "egress": self.isolation.summary(),
-        }
-        if req.attempt is not None:
-            rec["attempt"] = req.attempt
-        return rec
-
-    def _workspace(self, said: claims.Claims) -> dict[str, Any] | None:
-        if self.req.workspace is None:
-            return None
-        return {
-            "source": str(self.req.workspace.root),
-            "files": len(self.req.workspace.files),
-            "bytes": self.req.workspace.bytes,
-            "patch": "workspace.patch" if (self.run_dir / "workspace.patch").exists() else None,
-            "commits": said.commits or 0,
-        }

@@ -105,7 +105,7 @@ def test_render_refuses_a_bad_table_name():
 
 
 def test_run_ids_of_the_pipeline_fit():
-    from agentvm.request import new_run_id
+    from agentvm.run.request import new_run_id
 
     run_id = new_run_id()
     assert egress.check_run_id(run_id) == run_id

@@ -70,7 +70,13 @@ def test_a_valid_request(tmp_path):
         RunInput(prompt=b"hi", agent="claude", workspace=str(tmp_path), timeout=60),
     )
     assert req.secrets == {"ANTHROPIC_API_KEY": "sk-1"}  # only the one the agent needs
-    assert req.passthrough == {"ANTHROPIC_BASE_URL": "http://x"}
+    assert req.passthrough == {}  # the proxy gives the VM its own base URL
+    assert (req.credentials_mode, req.egress.mode) == ("proxy", "deny")
+    direct = request(
+        {"ANTHROPIC_API_KEY": "sk-1", "ANTHROPIC_BASE_URL": "http://x", "CREDENTIALS": "direct"},
+        RunInput(prompt=b"hi", agent="claude", credentials="direct", egress="open"),
+    )
+    assert direct.passthrough == {"ANTHROPIC_BASE_URL": "http://x"} and direct.egress.mode == "open"
     assert (req.timeout, req.golden_manifest_id, req.workspace.files) == (60, "b1", ("a.txt",))
     assert req.instance == f"agentvm-run-{req.run_id}"
 
@@ -89,6 +95,9 @@ def test_a_valid_request(tmp_path):
         (RunInput(prompt=b"x" * (ARGV_PROMPT_LIMIT + 1), agent="crush"), {"OPENAI_API_KEY": "k"}, COMPLETE, "as an argument"),
         (RunInput(prompt=b"x", agent="claude"), {}, COMPLETE, "needs ANTHROPIC_API_KEY"),
         (RunInput(prompt=b"x", agent="custom", agent_command="cat", workspace="/definitely/missing"), {}, COMPLETE, "is not a folder"),
+        (RunInput(prompt=b"x", agent="custom", agent_command="cat", credentials="maybe"), {}, COMPLETE, "CREDENTIALS='maybe' is not valid"),
+        (RunInput(prompt=b"x", agent="custom", agent_command="cat", egress="*"), {}, COMPLETE, "use EGRESS=open"),
+        (RunInput(prompt=b"x", agent="custom", agent_command="cat", egress="a b"), {}, COMPLETE, "EGRESS: "),
         (RunInput(prompt=b"x", agent="custom", agent_command="cat"), {}, Golden("agentvm-golden", None, None), "no golden VM"),
         (RunInput(prompt=b"x", agent="custom", agent_command="cat"), {}, Golden("agentvm-golden", "Deleted", None), "is deleted"),
         (RunInput(prompt=b"x", agent="custom", agent_command="cat"), {}, Golden("agentvm-golden", "Stopped", None), "no `sealed` snapshot"),
