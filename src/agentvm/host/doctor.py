@@ -8,6 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentvm.host import egress
 from agentvm.multipass import Multipass, MultipassError
 from agentvm.run.profiles import load_profiles
 from agentvm.settings import VM_MEMORY, Settings
@@ -180,12 +181,28 @@ def check_credentials(settings: Settings) -> list[Check]:
     return checks
 
 
+def check_egress() -> list[Check]:
+    """Whether this host can enforce default-deny egress for run VMs (docs/security.md)."""
+    found = egress.probe()
+    if found.ok:
+        return [Check("egress enforcement", "ok", f"nftables can enforce default-deny egress ({found.summary()})")]
+    return [
+        Check(
+            "egress enforcement",
+            "warn",
+            f"runs cannot be isolated here: {found.summary()}",
+            "run agentvm as root with nftables (Linux), load the pf anchor (macOS), or accept `enforced: false`",
+        )
+    ]
+
+
 def run_checks(settings: Settings) -> list[Check]:
     checks, mp = check_multipass(settings)
     if mp is not None:
         checks += check_golden(settings, mp)
     checks += check_resources(settings)
     checks += check_credentials(settings)
+    checks += check_egress()
     return checks
 
 

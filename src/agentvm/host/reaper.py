@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import os
 import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentvm.host import slots
+from agentvm.host import egress, slots
 from agentvm.host.state import InstanceRecord, StateDir
 from agentvm.multipass import Multipass, MultipassError, delete_command
 from agentvm.settings import Settings
@@ -58,6 +59,13 @@ def age_seconds(name: str, now: float | None = None) -> float | None:
     except ValueError:
         return None
     return (now or time.time()) - created
+
+
+def _remove_rules(rec: InstanceRecord) -> None:
+    """The egress rules of a dead run (nothing when it had none or the host cannot have any)."""
+    if os.geteuid() == 0 and shutil.which("nft") is not None:
+        with contextlib.suppress(egress.EgressError, OSError, ValueError):
+            egress.remove(rec.run_id)
 
 
 def _remove_scratch(rec: InstanceRecord) -> int:
@@ -100,8 +108,9 @@ class Reaper:
                 self._one(name, rec, report, include_unknown, include_kept)
             elif include_golden and self.golden.match(name):
                 self._delete(name, report)
-        for name, rec in records.items():  # records of instances that are gone: their scratch folders
+        for name, rec in records.items():  # records of instances that are gone: their rules and scratch
             if name not in existing and not self._alive(name):
+                _remove_rules(rec)
                 report.scratch_removed += _remove_scratch(rec)
                 self.state.forget(name)
         report.stale_locks = self._stale_locks()
@@ -122,6 +131,7 @@ class Reaper:
             report.kept.append(name)
             return
         if self._delete(name, report):
+            _remove_rules(rec)
             report.scratch_removed += _remove_scratch(rec)
             self.state.forget(name)
 
