@@ -361,7 +361,7 @@ class Connection(ConnectionBase):
             )
         name = self.instance_name
         command = build_remote_command(cmd, str(self.get_option("executable")), self.user)
-        display.vvv(f"EXEC {cmd}", host=name)
+        display.vvv(f"EXEC (command timeout {self.get_option('command_timeout')} s) {cmd}", host=name)
         workdir = self.get_option("working_directory") or None
         result: Result = self._call(
             "exec",
