@@ -8,6 +8,7 @@ done, a streaming ``exec``). Nothing else in ``src/agentvm`` starts the Multipas
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import subprocess
@@ -74,6 +75,10 @@ class Multipass:
     def __init__(self, binary: str | None, environ: Mapping[str, str], timeout: float = 120.0) -> None:
         self.environ = dict(environ)
         self.cli = mp.MultipassCLI(binary=binary, timeout=timeout, environ=self.environ)
+        # Deletes run in a session of their own: a Ctrl-C at the terminal (sent to the whole foreground group)
+        # must not kill the very client that is tearing the VM down.
+        shielded = functools.partial(subprocess.Popen, start_new_session=True)
+        self.shielded = mp.MultipassCLI(binary=binary, timeout=timeout, environ=self.environ, popen=shielded)
 
     @property
     def binary(self) -> str:
@@ -130,7 +135,7 @@ class Multipass:
         message = ""
         for attempt in range(attempts):
             try:
-                self.cli.delete(name, purge=True, timeout=timeout, missing_ok=True)
+                self.shielded.delete(name, purge=True, timeout=timeout, missing_ok=True)
                 return DeleteResult(ok=True)
             except mp.MultipassError as exc:
                 message = exc.message.strip().splitlines()[0] if exc.message.strip() else type(exc).__name__
