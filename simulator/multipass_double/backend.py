@@ -167,7 +167,7 @@ class Backend:
         return sorted(addresses, key=lambda a: 0 if net and net.contains(a) else 1)
 
     def runtime_info(self, spec: InstanceSpec) -> dict[str, Any]:
-        """For a running instance: {"cpu_count": str, "load": [float, float, float],
+        """For a running instance: {"cpu_count": str, "load": "0.01 0.05 0.10" (/proc/loadavg's first three),
         "memory": {"total": int, "used": int}, "disk": {"total": str, "used": str}, "release": str}."""
         rt = nspawn.require_running(nspawn.Dirs(spec.directory), spec.name)
         try:
@@ -213,7 +213,7 @@ def parse_runtime_info(out: str) -> dict[str, Any]:
     disk = lines[3].split()
     return {
         "cpu_count": lines[0].strip(),
-        "load": [float(x) for x in lines[1].split()[:3]],
+        "load": " ".join(lines[1].split()[:3]),
         "memory": {"total": int(memory[1]), "used": int(memory[2])},
         "disk": {"total": disk[0], "used": disk[1]},
         "release": lines[4].strip() if len(lines) > 4 else "",

@@ -14,11 +14,11 @@ import pytest
 from tests.conftest import DOUBLE_ADMIN, DOUBLE_BIN, REPO
 
 pytestmark = pytest.mark.double
-FIXTURES = Path(__file__).parent / "fixtures"
+LITERALS = Path(__file__).parent / "fixtures" / "formatter"
 
 
 def literal(name: str) -> str:
-    return (FIXTURES / f"{name}.json").read_text()
+    return (LITERALS / f"{name}.txt").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +41,17 @@ def empty_double(double_env):
 
 def test_version_json_matches_literal(multipass):
     proc = multipass("version", "--format", "json")
-    expected = literal("version_daemon").replace("Client version", "1.16.3").replace("Daemon version", "1.16.3")
+    expected = (
+        literal("json_version_daemon_no_updates")
+        .replace("Client version", "1.16.3")
+        .replace("Daemon version", "1.16.3")
+    )
     assert (proc.returncode, proc.stdout) == (0, expected)
 
 
 def test_empty_list_and_info_match_literals(empty_double):
-    assert empty_double("list", "--format", "json").stdout == literal("list_empty")
-    assert empty_double("info", "--format", "json").stdout == literal("info_empty")
+    assert empty_double("list", "--format", "json").stdout == literal("json_list_empty")
+    assert empty_double("info", "--format", "json").stdout == literal("json_info_empty")
     assert empty_double("list").stdout == "No instances found.\n"
 
 
@@ -115,6 +119,23 @@ ERROR_CASES = [
         1,
         "IP addresses are not applicable in conjunction with listing snapshots\n",
     ),
+    (["info", "--all", "a", "b"], 1, "Cannot specify names when --all option set\n"),
+    (
+        ["info", "a", "b.snap", "--format", "csv"],  # a client-side check: before the instances are looked up
+        1,
+        "Mixed snapshot and instance arguments are not supported with CSV format\n",
+    ),
+    (
+        ["info", "a.snap", "nope"],
+        2,
+        'info failed: The following errors occurred:\ninstance "a" does not exist\ninstance "nope" does not exist\n',
+    ),
+    (
+        ["find", "--only-images", "--only-blueprints"],
+        1,
+        'Specify one of "--only-images", "--only-blueprints" or omit to fetch both\n',
+    ),
+    (["find", "a", "b"], 1, "Wrong number of arguments\n"),
     (["purge", "x"], 1, "This command takes no arguments\n"),
     (["exec", "a"], 1, "Wrong number of arguments\n"),
     (
@@ -168,7 +189,7 @@ def test_info_json_of_running_instance_has_reference_shape(multipass, instance):
     proc = multipass("info", instance, "--format", "json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    reference = json.loads(literal("info_multiple_instances"))["info"]["bogus-instance"]
+    reference = json.loads(literal("json_info_multiple_instances"))["info"]["bogus-instance"]
     entry = doc["info"][instance]
     assert doc["errors"] == []
     assert sorted(entry) == sorted(reference)
