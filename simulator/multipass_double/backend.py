@@ -6,7 +6,7 @@ Layout of one instance's folder ``Paths.instance_dir(name)`` (the backend owns e
 ``record.json``, which does not exist: records live in ``Paths.state_file``):
     upper/ work/   overlayfs upper and work dirs (the instance's own "disk")
     merged/        the overlay mount point while the instance runs
-    seed/          NoCloud seed: ``user-data``, ``meta-data`` (bind-mounted read-only at
+    seed/          NoCloud seed: ``user-data``, ``meta-data``, ``network-config`` (bind-mounted read-only at
                    /var/lib/cloud/seed/nocloud in the container)
     console.log    systemd-nspawn's output
     runtime.json   {"nspawn_pid": int, "leader_pid": int, "boot_id": str, "started_at": float} while running

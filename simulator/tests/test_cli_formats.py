@@ -190,7 +190,7 @@ def test_info_csv_of_a_running_instance(fmt_double):
     run, f = fmt_double
     row = out(run, "info", RUN, "--format", "csv").splitlines()[1]
     pattern = (
-        rf"{RUN},Running,{re.escape(f['ip'])},,Debian GNU/Linux \d+ \(\w+\),{f['hash_run']},24\.04 LTS,"
+        rf"{RUN},Running,{re.escape(f['ip'])},,Debian GNU/Linux 13 \(trixie\),{f['hash_run']},24\.04 LTS,"
         rf"\d+\.\d\d \d+\.\d\d \d+\.\d\d,\d+,{5 * 1024**3},\d+,{1024**3},,{re.escape(f['ip'])},1,0"
     )
     assert re.fullmatch(pattern, row), row
@@ -227,7 +227,7 @@ def test_info_yaml_of_a_running_instance_keeps_the_load_as_printed(fmt_double):
     pattern = (
         r"errors:\n  - ~\n"
         rf"{RUN}:\n  - state: Running\n    snapshot_count: 0\n    image_hash: {f['hash_run']}\n"
-        r"    image_release: 24\.04 LTS\n    release: Debian GNU/Linux \d+ \(\w+\)\n    cpu_count: 1\n"
+        r"    image_release: 24\.04 LTS\n    release: Debian GNU/Linux 13 \(trixie\)\n    cpu_count: 1\n"
         r"    load:\n(?:      - \d+\.\d\d\n){3}"
         rf"    disks:\n      - sda1:\n          used: \d+\n          total: {5 * 1024**3}\n"
         rf"    memory:\n      usage: \d+\n      total: {1024**3}\n"
@@ -241,7 +241,7 @@ def test_info_table_of_both_instances(fmt_double):
     text = out(run, "info", SNAP, RUN)
     pattern = (
         rf"Name:           {RUN}\nState:          Running\nSnapshots:      0\nIPv4:           {re.escape(f['ip'])}\n"
-        r"Release:        Debian GNU/Linux \d+ \(\w+\)\n"
+        r"Release:        Debian GNU/Linux 13 \(trixie\)\n"
         rf"Image hash:     {f['hash_run'][:12]} \(Ubuntu 24\.04 LTS\)\nCPU\(s\):         1\n"
         r"Load:           \d+\.\d\d \d+\.\d\d \d+\.\d\d\n"
         r"Disk usage:     \d+\.\d[KMG]iB out of 5\.0GiB\nMemory usage:   \d+\.\d[KMG]iB out of 1\.0GiB\n"
