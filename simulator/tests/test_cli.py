@@ -1,4 +1,9 @@
-"""The double's CLI against the literals of the Multipass 1.16.3 reference, with real instances."""
+"""The double's CLI against Multipass 1.16.3's texts and literals, with real instances.
+
+The error texts come from the client commands (``src/client/cli/cmd/<command>.cpp``), the argument parser
+(``src/client/cli/argparser.cpp``) and the daemon (``src/daemon/daemon.cpp``) of Multipass at v1.16.3; the
+JSON literals are those of its ``tests/test_output_formatter.cpp`` (``fixtures/README.md``).
+"""
 
 from __future__ import annotations
 
@@ -55,7 +60,7 @@ def test_empty_list_and_info_match_literals(empty_double):
     assert empty_double("list").stdout == "No instances found.\n"
 
 
-# (argv, exit code, exact stderr) from the reference's catalogue (section 5.3 and section 2).
+# (argv, exit code, exact stderr); exit codes are ReturnCode (include/multipass/cli/return_codes.h).
 ERROR_CASES = [
     (["info", "nope"], 2, 'info failed: The following errors occurred:\ninstance "nope" does not exist\n'),
     (["stop", "nope"], 2, 'stop failed: The following errors occurred:\ninstance "nope" does not exist\n'),
@@ -185,7 +190,7 @@ def test_running_instance_refuses_clone_snapshot_and_duplicate_name(multipass, i
         assert (proc.returncode, proc.stderr) == (2, stderr), argv
 
 
-def test_info_json_of_running_instance_has_reference_shape(multipass, instance):
+def test_info_json_of_running_instance_has_the_literals_shape(multipass, instance):
     proc = multipass("info", instance, "--format", "json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
