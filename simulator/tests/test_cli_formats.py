@@ -29,10 +29,11 @@ COMMENT = "a: b\nsecond line"
 C_LOCALE_TIME = re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4} UTC")
 
 Run = Callable[..., subprocess.CompletedProcess]
+FmtDouble = tuple[Run, dict[str, str]]
 
 
 @pytest.fixture(scope="module")
-def fmt_double(double_env) -> Iterator[tuple[Run, dict[str, str]]]:
+def fmt_double(double_env: dict[str, str]) -> Iterator[tuple[Run, dict[str, str]]]:
     """A data folder with RUN (running) and SNAP (stopped, snapshots ``first`` with COMMENT, then
     ``snapshot2`` without one); C locale and UTC so that creation times have one spelling."""
     env = dict(double_env, LC_ALL="C", TZ="UTC")
@@ -89,7 +90,7 @@ def out(run: Run, *args: str) -> str:
 # -- list ------------------------------------------------------------------------------------
 
 
-def test_list_csv_quotes_all_ipv4(fmt_double):
+def test_list_csv_quotes_all_ipv4(fmt_double: FmtDouble) -> None:
     run, f = fmt_double
     assert out(run, "list", "--format", "csv") == (
         "Name,State,IPv4,IPv6,Release,AllIPv4\n"
@@ -98,7 +99,7 @@ def test_list_csv_quotes_all_ipv4(fmt_double):
     )
 
 
-def test_list_yaml(fmt_double):
+def test_list_yaml(fmt_double: FmtDouble) -> None:
     run, f = fmt_double
     assert out(run, "list", "--format", "yaml") == (
         f"{RUN}:\n  - state: Running\n    ipv4:\n      - {f['ip']}\n    release: Ubuntu 24.04 LTS\n"
@@ -106,7 +107,7 @@ def test_list_yaml(fmt_double):
     )
 
 
-def test_list_table(fmt_double):
+def test_list_table(fmt_double: FmtDouble) -> None:
     run, f = fmt_double
     assert out(run, "list") == (
         "Name                    State             IPv4             Image\n"
@@ -115,7 +116,7 @@ def test_list_table(fmt_double):
     )
 
 
-def test_list_no_ipv4_leaves_addresses_out(fmt_double):
+def test_list_no_ipv4_leaves_addresses_out(fmt_double: FmtDouble) -> None:
     run, _ = fmt_double
     assert f'{RUN},Running,,,Ubuntu 24.04 LTS,""\n' in out(run, "list", "--no-ipv4", "--format", "csv")
 
@@ -123,14 +124,14 @@ def test_list_no_ipv4_leaves_addresses_out(fmt_double):
 # -- list --snapshots ------------------------------------------------------------------------
 
 
-def test_list_snapshots_csv(fmt_double):
+def test_list_snapshots_csv(fmt_double: FmtDouble) -> None:
     run, _ = fmt_double
     assert out(run, "list", "--snapshots", "--format", "csv") == (
         f'Instance,Snapshot,Parent,Comment\n{SNAP},first,,"{COMMENT}"\n{SNAP},snapshot2,first,""\n'
     )
 
 
-def test_list_snapshots_yaml(fmt_double):
+def test_list_snapshots_yaml(fmt_double: FmtDouble) -> None:
     run, _ = fmt_double
     assert out(run, "list", "--snapshots", "--format", "yaml") == (
         f"{SNAP}:\n"
@@ -143,7 +144,7 @@ def test_list_snapshots_yaml(fmt_double):
     )
 
 
-def test_list_snapshots_table_cuts_the_comment_at_its_first_line_break(fmt_double):
+def test_list_snapshots_table_cuts_the_comment_at_its_first_line_break(fmt_double: FmtDouble) -> None:
     run, _ = fmt_double
     assert out(run, "list", "--snapshots") == (
         "Instance   Snapshot    Parent   Comment\n"
@@ -152,7 +153,7 @@ def test_list_snapshots_table_cuts_the_comment_at_its_first_line_break(fmt_doubl
     )
 
 
-def test_list_snapshots_json(fmt_double):
+def test_list_snapshots_json(fmt_double: FmtDouble) -> None:
     run, _ = fmt_double
     assert out(run, "list", "--snapshots", "--format", "json") == (
         "{\n"
@@ -177,7 +178,7 @@ def test_list_snapshots_json(fmt_double):
 # -- info of instances -------------------------------------------------------------------------
 
 
-def test_info_csv_of_a_stopped_instance(fmt_double):
+def test_info_csv_of_a_stopped_instance(fmt_double: FmtDouble) -> None:
     run, f = fmt_double
     assert out(run, "info", SNAP, "--format", "csv") == (
         "Name,State,Ipv4,Ipv6,Release,Image hash,Image release,Load,Disk usage,Disk total,Memory usage,"
@@ -186,7 +187,7 @@ def test_info_csv_of_a_stopped_instance(fmt_double):
     )
 
 
-def test_info_csv_of_a_running_instance(fmt_double):
+def test_info_csv_of_a_running_instance(fmt_double: FmtDouble) -> None:
     run, f = fmt_double
     row = out(run, "info", RUN, "--format", "csv").splitlines()[1]
     pattern = (
@@ -196,7 +197,7 @@ def test_info_csv_of_a_running_instance(fmt_double):
     assert re.fullmatch(pattern, row), row
 
 
-def test_info_yaml_of_a_stopped_instance(fmt_double):
+def test_info_yaml_of_a_stopped_instance(fmt_double: FmtDouble) -> None:
     run, f = fmt_double
     assert out(run, "info", SNAP, "--format", "yaml") == (
         "errors:\n"
@@ -221,7 +222,7 @@ def test_info_yaml_of_a_stopped_instance(fmt_double):
     )
 
 
-def test_info_yaml_of_a_running_instance_keeps_the_load_as_printed(fmt_double):
+def test_info_yaml_of_a_running_instance_keeps_the_load_as_printed(fmt_double: FmtDouble) -> None:
     run, f = fmt_double
     text = out(run, "info", RUN, "--format", "yaml")
     pattern = (
@@ -236,7 +237,7 @@ def test_info_yaml_of_a_running_instance_keeps_the_load_as_printed(fmt_double):
     assert re.fullmatch(pattern, text), text
 
 
-def test_info_table_of_both_instances(fmt_double):
+def test_info_table_of_both_instances(fmt_double: FmtDouble) -> None:
     run, f = fmt_double
     text = out(run, "info", SNAP, RUN)
     pattern = (
@@ -257,7 +258,7 @@ def test_info_table_of_both_instances(fmt_double):
 # -- info of snapshots -------------------------------------------------------------------------
 
 
-def test_info_snapshots_csv(fmt_double):
+def test_info_snapshots_csv(fmt_double: FmtDouble) -> None:
     run, f = fmt_double
     assert out(run, "info", SNAP, "--snapshots", "--format", "csv") == (
         "Snapshot,Instance,CPU(s),Disk space,Memory size,Mounts,Created,Parent,Children,Comment\n"
@@ -266,7 +267,7 @@ def test_info_snapshots_csv(fmt_double):
     )
 
 
-def test_info_snapshots_table(fmt_double):
+def test_info_snapshots_table(fmt_double: FmtDouble) -> None:
     run, f = fmt_double
     assert out(run, "info", SNAP, "--snapshots") == (
         f"Snapshot:       first\nInstance:       {SNAP}\nCPU(s):         1\nDisk space:     5.0GiB\n"
@@ -279,7 +280,7 @@ def test_info_snapshots_table(fmt_double):
     )
 
 
-def test_info_snapshots_yaml(fmt_double):
+def test_info_snapshots_yaml(fmt_double: FmtDouble) -> None:
     run, f = fmt_double
     assert out(run, "info", f"{SNAP}.snapshot2", "--format", "yaml") == (
         "errors:\n"
@@ -300,7 +301,7 @@ def test_info_snapshots_yaml(fmt_double):
     )
 
 
-def test_info_instance_and_its_snapshot_share_one_json_object(fmt_double):
+def test_info_instance_and_its_snapshot_share_one_json_object(fmt_double: FmtDouble) -> None:
     run, f = fmt_double
     doc = json.loads(out(run, "info", SNAP, f"{SNAP}.first", "--format", "json"))
     entry = doc["info"][SNAP]
@@ -329,12 +330,12 @@ def test_info_instance_and_its_snapshot_share_one_json_object(fmt_double):
         ("json", '{\n    "errors": [\n    ],\n    "info": {\n    }\n}\n'),
     ],
 )
-def test_info_snapshots_of_an_instance_without_any(fmt_double, fmt, expected):
+def test_info_snapshots_of_an_instance_without_any(fmt_double: FmtDouble, fmt: str, expected: str) -> None:
     run, _ = fmt_double
     assert out(run, "info", RUN, "--snapshots", "--format", fmt) == expected
 
 
-def test_info_errors(fmt_double):
+def test_info_errors(fmt_double: FmtDouble) -> None:
     run, f = fmt_double
     proc = run("info", f"{RUN}.nope")
     expected = f"info failed: The following errors occurred:\nNo such snapshot: {RUN}.nope\n"
@@ -352,7 +353,7 @@ def test_info_errors(fmt_double):
 # -- find and version (no instance involved) ---------------------------------------------------
 
 
-def test_find_csv_and_yaml(fmt_double):
+def test_find_csv_and_yaml(fmt_double: FmtDouble) -> None:
     run, _ = fmt_double
     assert out(run, "find", "--format", "csv") == (
         "Image,Remote,Aliases,OS,Release,Version,Type\n"
@@ -366,7 +367,7 @@ def test_find_csv_and_yaml(fmt_double):
     assert out(run, "find", "--only-blueprints") == "No blueprints found.\n"
 
 
-def test_version_csv_and_yaml(fmt_double):
+def test_version_csv_and_yaml(fmt_double: FmtDouble) -> None:
     run, _ = fmt_double
     assert out(run, "version", "--format", "csv") == "Multipass,Multipassd,Title,Description,URL\n1.16.3,1.16.3,,,\n"
     assert out(run, "version", "--format", "yaml") == "multipass: 1.16.3\nmultipassd: 1.16.3\n"

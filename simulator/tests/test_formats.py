@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -273,18 +274,20 @@ CASES = _all_cases()
 
 
 @pytest.mark.parametrize(("name", "reply", "render"), CASES)
-def test_formatter_reproduces_multipass_literal_byte_for_byte(name, reply, render):
+def test_formatter_reproduces_multipass_literal_byte_for_byte(
+    name: str, reply: Any, render: Callable[[Any], str]
+) -> None:
     assert render(reply) == literal(name)
 
 
-def test_every_literal_has_a_case():
+def test_every_literal_has_a_case() -> None:
     """No fixture is left unchecked (a literal without a case would be dead weight)."""
     covered = {p.values[0] for p in CASES}
     assert covered == {p.stem for p in LITERALS.glob("*.txt")}
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in LITERALS.glob("json_*.txt")))
-def test_qt_json_reproduces_every_json_literal(name):
+def test_qt_json_reproduces_every_json_literal(name: str) -> None:
     import json
 
     text = literal(name)
@@ -296,7 +299,7 @@ def test_qt_json_reproduces_every_json_literal(name):
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "yaml"])
 @pytest.mark.parametrize("prepend", [True, False])
-def test_primary_instance_is_listed_first(fmt, prepend):
+def test_primary_instance_is_listed_first(fmt: str, prepend: bool) -> None:
     pet = ListedInstance("primary", "Deleted", release="Not Available")
     items = [pet, *UNSORTED_LIST] if prepend else [*UNSORTED_LIST, pet]
     first_row = formats.format_list(fmt, items).splitlines()[0 if fmt == "yaml" else 1]
@@ -304,7 +307,7 @@ def test_primary_instance_is_listed_first(fmt, prepend):
 
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "yaml"])
-def test_primary_snapshots_are_listed_first(fmt):
+def test_primary_snapshots_are_listed_first(fmt: str) -> None:
     pet = ListedSnapshot("primary", "snapshot1", comment="An exemplary comment")
     first_row = formats.format_snapshots_list(fmt, [*MULTIPLE_SNAPSHOTS_LIST, pet]).splitlines()[
         0 if fmt == "yaml" else 1
@@ -312,7 +315,7 @@ def test_primary_snapshots_are_listed_first(fmt):
     assert first_row.startswith("primary")
 
 
-def test_primary_instance_details_come_first_then_its_snapshots_after_all_instances():
+def test_primary_instance_details_come_first_then_its_snapshots_after_all_instances() -> None:
     pet = InstanceDetails("primary", "Suspended", image_hash="1234abcd" * 8, image_release="18.10")
     pet_snap = SnapshotDetails("primary", "snapshot1", created="x")
     out = formats.format_info("table", [*MULTIPLE_MIXED_INFO, pet_snap, pet], False)
@@ -356,11 +359,11 @@ def test_primary_instance_details_come_first_then_its_snapshots_after_all_instan
         ("c1\x80", '"c1\\x80"'),
     ],
 )
-def test_yaml_scalar_quoting_follows_yaml_cpp(text, expected):
+def test_yaml_scalar_quoting_follows_yaml_cpp(text: str, expected: str) -> None:
     assert formats.emit_yaml({"k": text}) == f"k: {expected}\n"
 
 
-def test_snapshot_table_truncates_on_bytes_like_std_string():
+def test_snapshot_table_truncates_on_bytes_like_std_string() -> None:
     comment = "é" * 30  # 60 bytes: cut after 49 bytes, in the middle of a character
     row = formats.snapshots_list_table([ListedSnapshot("a", "s", comment=comment)]).splitlines()[1]
     shown = row.split("--", 1)[1].strip()
@@ -371,7 +374,7 @@ def test_snapshot_table_truncates_on_bytes_like_std_string():
     ("size", "expected"),
     [(0, "0B"), (1023, "1023B"), (1024, "1.0KiB"), (1536, "1.5KiB"), (5 * 1024**3, "5.0GiB"), (1503238554, "1.4GiB")],
 )
-def test_human_readable(size, expected):
+def test_human_readable(size: int, expected: str) -> None:
     assert formats.human_readable(size) == expected
 
 
@@ -393,25 +396,25 @@ def test_human_readable(size, expected):
         ("-1G", None),
     ],
 )
-def test_memory_size_syntax(text, expected):
+def test_memory_size_syntax(text: str, expected: int | None) -> None:
     assert parse_size(text) == expected
 
 
 @pytest.mark.parametrize("name", ["a", "agentvm-golden", "A1", "x-y-z9"])
-def test_valid_names(name):
+def test_valid_names(name: str) -> None:
     assert valid_name(name)
 
 
 # The names Multipass's own CLI tests reject (tests/cli/cli_launch_test.py).
 @pytest.mark.parametrize("name", ["1nvalid-name", "invalid.name", "invalid$name", "invalid(name)", "invalid-name-", ""])
-def test_invalid_names(name):
+def test_invalid_names(name: str) -> None:
     assert not valid_name(name)
 
 
 OPTS = (Option(("n", "name"), True), Option(("p", "purge")))
 
 
-def test_qt_parser_options_anywhere_and_double_dash():
+def test_qt_parser_options_anywhere_and_double_dash() -> None:
     parsed = parse(["a", "--name", "x", "b", "-p", "--", "-c", "--name"], OPTS)
     assert parsed.positionals == ["a", "b", "-c", "--name"]
     assert parsed.value("name") == "x"
@@ -427,7 +430,7 @@ def test_qt_parser_options_anywhere_and_double_dash():
         (["--bogus"], "Unknown option 'bogus'."),
     ],
 )
-def test_qt_parser_error_texts(args, message):
+def test_qt_parser_error_texts(args: list[str], message: str) -> None:
     with pytest.raises(ParseError) as info:
         parse(args, OPTS)
     assert str(info.value) == message

@@ -6,15 +6,20 @@ import hashlib
 import http.client
 import json
 import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from simulator.mocks.model_api import make_server
 
+StartMock = Callable[[dict[str, Any]], tuple[int, Path]]
+
 
 @pytest.fixture
-def mock(tmp_path):
-    def start(script):
+def mock(tmp_path: Path) -> Iterator[StartMock]:
+    def start(script: dict[str, Any]) -> tuple[int, Path]:
         server = make_server("127.0.0.1", 0, tmp_path / "rec", script)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         started.append(server)
@@ -27,14 +32,14 @@ def mock(tmp_path):
         server.server_close()
 
 
-def post(port, path, body, headers):
+def post(port: int, path: str, body: Any, headers: dict[str, str]) -> tuple[int, str | None, str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("POST", path, body=json.dumps(body), headers={"content-type": "application/json", **headers})
     response = conn.getresponse()
     return response.status, response.getheader("content-type"), response.read().decode()
 
 
-def sse_events(text):
+def sse_events(text: str) -> list[tuple[str | None, Any]]:
     events = []
     for block in text.strip().split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines())
@@ -42,7 +47,7 @@ def sse_events(text):
     return events
 
 
-def test_anthropic_stream_follows_the_messages_event_order(mock):
+def test_anthropic_stream_follows_the_messages_event_order(mock: StartMock) -> None:
     port, record = mock({"text": "answer ✓"})
     body = {"model": "claude-mock", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     status, ctype, text = post(port, "/v1/messages?beta=true", body, {"x-api-key": "sk-secret-marker"})
@@ -65,7 +70,7 @@ def test_anthropic_stream_follows_the_messages_event_order(mock):
     assert "sk-secret-marker" not in record.read_text()
 
 
-def test_anthropic_tool_turn_then_final_text(mock):
+def test_anthropic_tool_turn_then_final_text(mock: StartMock) -> None:
     port, _ = mock({"text": "done", "tool": {"name": "Bash", "input": {"command": "echo hi > out.txt"}}})
     first = {"stream": True, "messages": [{"role": "user", "content": "go"}]}
     events = sse_events(post(port, "/v1/messages", first, {"x-api-key": "k"})[2])
@@ -81,7 +86,7 @@ def test_anthropic_tool_turn_then_final_text(mock):
     assert message["stop_reason"] == "end_turn"
 
 
-def test_openai_chat_completions_stream_ends_with_done(mock):
+def test_openai_chat_completions_stream_ends_with_done(mock: StartMock) -> None:
     port, _ = mock({"text": "chat answer"})
     body = {"model": "m1", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     status, _, text = post(port, "/v1/chat/completions", body, {"authorization": "Bearer k"})
@@ -92,7 +97,7 @@ def test_openai_chat_completions_stream_ends_with_done(mock):
     assert events[-2][1]["usage"]["total_tokens"] == 16
 
 
-def test_scripted_error_status(mock):
+def test_scripted_error_status(mock: StartMock) -> None:
     port, _ = mock({"status": 529})
     status, _, text = post(port, "/v1/messages", {"stream": True}, {"x-api-key": "k"})
     assert status == 529 and json.loads(text)["type"] == "error"
