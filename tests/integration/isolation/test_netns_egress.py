@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from agentvm.host import egress
+from agentvm.host import egress, egress_host
 from agentvm.host.isolation import parse_egress
 from agentvm.host.proxy import Credential, CredentialProxy, Upstream
 from tests.integration.isolation.conftest import NETCLIENT, nft_text
@@ -149,12 +149,12 @@ def test_drops_are_final_despite_accept_rules_in_other_tables(lab, rules, table)
         f"add chain inet {other} allowall {{ type filter hook forward priority -300; policy accept; }}\n"
         f"add rule inet {other} allowall ip saddr {lab.vm_address()} accept\n"
     )
-    egress._nft(["-f", "-"], script)
+    egress_host.nft(["-f", "-"], script)
     try:
         rules("r-final")
         assert not lab.probe("tcp", lab.outside.address, 8080)
     finally:
-        egress._nft(["delete", "table", "inet", other])
+        egress_host.nft(["delete", "table", "inet", other])
 
 
 def test_a_changed_or_borrowed_address_is_no_escape(lab, rules, flushed, table):

@@ -20,10 +20,9 @@ from agentvm.host.proxy import (
     ProxyLimits,
     Secret,
     Upstream,
-    forward_request_headers,
-    presented_tokens,
     upstream_for_variable,
 )
+from agentvm.host.proxy_api import forward_request_headers, presented_tokens
 from tests.unit.host.servers import RecordingUpstream
 
 REAL_KEY = "sk-real-key-never-in-the-vm-0123456789"
