@@ -8,6 +8,7 @@ by chunk (SSE included); redirects are passed back, never followed. Unknown toke
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -95,6 +96,7 @@ class ApiProxy:
         self._ca_file = ca_file
         self._session: aiohttp.ClientSession | None = None
         self._runners: list[web.AppRunner] = []
+        self._relays: set[asyncio.Task[object]] = set()
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -123,6 +125,11 @@ class ApiProxy:
         return int(runner.addresses[-1][1])
 
     async def stop(self) -> None:
+        """Cuts answers in progress at once (aiohttp alone would wait for them), then closes every port."""
+        for task in list(self._relays):
+            task.cancel()
+        if self._relays:
+            await asyncio.wait(self._relays, timeout=5)
         for runner in self._runners:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
@@ -139,11 +146,15 @@ class ApiProxy:
             port=url.port,
             path=request.raw_path,
         )
+        task = asyncio.current_task()
+        assert task is not None
+        self._relays.add(task)
         try:
             response = await self._api(upstream, request, entry)
             entry.status = entry.status or response.status
             return response
         finally:
+            self._relays.discard(task)
             self.log.record(entry)
 
     async def _api(self, upstream: Upstream, request: web.Request, entry: Entry) -> web.StreamResponse:

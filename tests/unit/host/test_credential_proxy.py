@@ -29,13 +29,6 @@ REAL_KEY = "sk-real-key-never-in-the-vm-0123456789"
 
 
 @pytest.fixture
-def upstream():
-    server = RecordingUpstream()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def make_proxy(tmp_path):
     started = []
 
@@ -416,7 +409,7 @@ def tls_upstream(tmp_path):
 
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out", str(cert),
          "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
         check=True, capture_output=True,
     )  # fmt: skip

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-
 import pytest
 
 from agentvm.host import egress, egress_checks, egress_nft
@@ -201,21 +197,6 @@ def test_removal_deletes_only_that_runs_rules_and_chains():
         ]
     )
     assert egress_nft.render_removal("r3", LISTING) == ""  # idempotent: nothing of that run
-
-
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None, reason="needs root and nft")
-def test_the_kernel_accepts_the_rendered_script():
-    """A dry run (``nft --check``): the text is valid nftables for this kernel; nothing is loaded."""
-    proc = subprocess.run(
-        ["nft", "--check", "-f", "-"],
-        input=egress.render(RULES, table="agentvm_unitcheck"),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    listed = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False).stdout
-    assert "agentvm_unitcheck" not in listed
 
 
 def test_probe_reports_problems_with_fixes(monkeypatch):
