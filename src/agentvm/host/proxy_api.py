@@ -108,7 +108,7 @@ class ApiProxy:
 
     async def listen(self, upstream: Upstream, host: str) -> int:
         """Serves ``upstream`` on a new port of ``host``; returns the port."""
-        self._client()
+        self._client()  # made now: a bad CA bundle fails the start, not the first request
         app = web.Application(client_max_size=self.limits.max_request_bytes)
 
         async def handle(request: web.Request) -> web.StreamResponse:

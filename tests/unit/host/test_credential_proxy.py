@@ -432,3 +432,21 @@ def test_https_upstream_is_verified(tls_upstream, make_proxy):
     status, _, _ = request(trusted.api_ports["anthropic"], headers=[("x-api-key", trusted.token)])
     assert status == 200
     assert server.seen[-1].header("x-api-key") == [REAL_KEY]
+
+
+def test_with_block_stops_the_proxy(upstream):
+    up = Upstream("anthropic", upstream.url, Credential.anthropic(REAL_KEY))
+    with CredentialProxy.start("127.0.0.1", [up], egress=parse_egress("deny")) as proxy:
+        ports = proxy.ports
+        assert proxy.running and len(ports) == 2
+    assert not proxy.running
+    for port in ports:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def test_unknown_option_is_refused_before_anything_starts():
+    threads_before = {t.name for t in __import__("threading").enumerate()}
+    with pytest.raises(TypeError, match="log_paht"):
+        CredentialProxy.start("127.0.0.1", [], log_paht="x")
+    assert {t.name for t in __import__("threading").enumerate()} == threads_before
