@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,13 +56,17 @@ def run(
     Setting ``cancel`` interrupts the run (its VM is deleted, the record says ``interrupted``); ``on_phase``
     is called with each phase name as the run enters it (for heartbeats).
     """
+    begun = time.monotonic()
     settings = settings or Settings.load(env)
     inp = options.over(from_env(settings.env)) if use_env_defaults else options
     stream = out or sys.stderr
     mp = Multipass(settings.multipass_bin, settings.env)
     request = build_request(settings, inp, stdin=stdin, vault=load_vault(settings), mp=mp)
+    validated = time.monotonic()
     with host_slot(settings, request.instance, request.run_id, mp, out=stream):
-        record, code = Run(settings, request, mp, out=stream, cancel=cancel, on_phase=on_phase).execute()
+        before = {"validate": validated - begun, "queue": time.monotonic() - validated}
+        run = Run(settings, request, mp, out=stream, cancel=cancel, on_phase=on_phase, before=before)
+        record, code = run.execute()
     run_dir = settings.runs_dir / request.run_id
     alert(record, run_dir, settings, stream)
     return RunResult(record=record, exit_code=code, run_dir=run_dir)

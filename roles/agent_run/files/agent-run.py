@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Runs the agent inside the VM (installed per run by the agent_run role; standard library only).
 
-Usage: agent-run.py WORK_DIR SECRETS_FILE
+Usage: agent-run.py WORK_DIR SECRETS_FILE|-
 WORK_DIR/spec.json (written by the agentvm entry point) holds {"argv": [...], "env": {...}, "prompt_via":
-"stdin"|"argv", "timeout": seconds, "cwd": path, "summary": file name}. The secrets file (JSON, 0600, on tmpfs)
-is read into the agent's environment and deleted before the agent starts, so the key exists only in the agent
-process. Writes stdout.log, stderr.log and the summary ({"exit_code", "timed_out", "seconds"}) into WORK_DIR;
+"stdin"|"argv", "timeout": seconds, "cwd": path, "summary": file name}. The credentials (JSON) come on stdin
+(``-``) or from a file deleted at once; they are put into the agent's environment only, so they exist only in
+the agent process. Writes stdout.log, stderr.log and the summary ({"exit_code", "timed_out", "seconds"}) into WORK_DIR;
 always exits 0 once the agent ran. Everything it writes is a claim: the host checks it (the agent can rewrite
 any of it).
 """
@@ -18,7 +18,15 @@ import sys
 import time
 
 
+MAX_SECRETS = 1024 * 1024
+
+
 def load_secrets(path: str) -> dict:
+    """The credentials (JSON): from stdin when ``path`` is ``-`` (they never touch a file in the VM), else from
+    a file that is deleted at once."""
+    if path == "-":
+        data = sys.stdin.buffer.read(MAX_SECRETS)
+        return json.loads(data) if data.strip() else {}
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)

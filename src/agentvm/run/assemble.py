@@ -97,3 +97,19 @@ def record(
     if req.attempt is not None:
         rec["attempt"] = req.attempt
     return rec
+
+
+def profile(marks: dict[str, float], tasks: list[dict[str, Any]], playbook_end: float | None) -> dict[str, Any]:
+    """Where the run's time went, on the host's clock: validation and queue, ansible-runner's start-up (to the
+    first task), each task, the playbook's end, unpacking (docs/benchmarks.md reads this)."""
+    out: dict[str, Any] = {k: round(marks[k], 3) for k in ("validate", "queue", "collect") if k in marks}
+    start = marks.get("runner_start")
+    if start is not None and tasks:
+        out["runner_startup"] = round(max(0.0, tasks[0]["start"] - start), 3)
+    out["tasks"] = [
+        {"task": t["task"], "seconds": round(max(0.0, t["end"] - t["start"]), 3)} for t in tasks if t["end"] is not None
+    ]
+    ended = [t["end"] for t in tasks if t["end"] is not None]
+    if playbook_end is not None and ended:
+        out["runner_shutdown"] = round(max(0.0, playbook_end - max(ended)), 3)
+    return out

@@ -40,6 +40,7 @@ class Run:
         out: TextIO = sys.stderr,
         cancel: threading.Event | None = None,
         on_phase: Any = None,
+        before: dict[str, float] | None = None,
     ) -> None:
         self.settings = settings
         self.req = req
@@ -58,6 +59,8 @@ class Run:
         self.progress.listeners.append(self._follow_agent)
         self.teardown_done = False
         self._teardown_error: str | None = None
+        self.marks: dict[str, float] = dict(before or {})
+        self.playbook_end: float | None = None
         self.isolation = Isolation(
             req.run_id, req.credentials_mode, req.egress, req.secrets, settings.env,
             self.run_dir / "egress.log", self.redactor, self.progress.say,
@@ -96,6 +99,7 @@ class Run:
         try:
             guard.doing = "running the playbook"
             result = self._playbook()
+            self.playbook_end = time.monotonic()
         except Exception as exc:
             if self.progress.failure is None:
                 self.progress.failure = {"msg": f"{type(exc).__name__}: {exc}"}
@@ -136,8 +140,6 @@ class Run:
             "agentvm_isolation_ready": str(self._ready_file) if isolate else "",
             "agentvm_vm": {
                 "dir": self.vm.dir,
-                "bundle": self.vm.bundle,
-                "secrets": self.vm.secrets,
                 "summary": self.vm.summary,
                 "results": self.vm.results,
                 "diagnostics": self.vm.diagnostics,
@@ -150,6 +152,7 @@ class Run:
             "agentvm_max_result_bytes": self.settings.max_result_bytes,
         }
         limit = self.req.timeout + 4 * self.settings.vm_timeout + 600
+        self.marks["runner_start"] = time.monotonic()
         return playbook.run(
             self.scratch.secret / "runner",
             extravars,
@@ -223,10 +226,12 @@ class Run:
         }
 
     def _record(self, result: playbook.Outcome | None, teardown_seconds: float) -> dict[str, Any]:
+        collect_started = time.monotonic()
         report = collect.collect(self.scratch.staging, self.run_dir, self.settings.max_result_bytes)
         said = claims.read(self.scratch.staging / "vm")
         parsed = assemble.parse_output(self.req, self.run_dir)
         collect.redact_tree(self.run_dir, self.redactor)
+        self.marks["collect"] = time.monotonic() - collect_started
         facts = outcome.Facts(
             instance=self.req.instance,
             golden=self.req.golden,
@@ -256,4 +261,5 @@ class Run:
             redactor=self.redactor,
             egress=self.isolation.summary(),
         )
+        rec["profile"] = assemble.profile(self.marks, self.progress.tasks, self.playbook_end)
         return record.write(self.run_dir / "result.json", rec)

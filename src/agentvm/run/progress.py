@@ -55,6 +55,7 @@ class Progress:
         self.failed_phase: str | None = None
         self.retries: list[dict[str, Any]] = []
         self.listeners: list[Callable[[str | None, str], None]] = []
+        self.tasks: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
@@ -95,12 +96,29 @@ class Progress:
                 self.enter(phase)
         elif kind == "runner_retry":
             self._retry(event_data.get("res") or {})
-        elif (kind == "runner_on_failed" and not event_data.get("ignore_errors") and self.failure is None) or (
-            kind == "runner_on_unreachable" and self.failure is None
-        ):
-            self.failure = event_data.get("res") or {}
-            self.failed_phase = self.phase
+        elif kind in ("runner_on_failed", "runner_on_unreachable") and not event_data.get("ignore_errors"):
+            self._failed(event_data.get("res") or {}, task)
+        self._span(kind, event_data, task)
         return True
+
+    def _failed(self, res: dict[str, Any], task: str) -> None:
+        """The first failure names the phase; its message is the first one that is not hidden (no_log)."""
+        if self.failure is None:
+            self.failure = res
+            self.failed_phase = self.phase
+        elif "censored" in self.failure and task.startswith("[failed]") and res.get("msg"):
+            self.failure = {"msg": res["msg"]}
+
+    def _span(self, kind: str, event_data: dict[str, Any], task: str) -> None:
+        """Each task's start and end on this process's clock (for the run's profile)."""
+        uuid = str(event_data.get("task_uuid") or "")
+        if kind == "playbook_on_task_start" and uuid:
+            self.tasks.append({"task": textsafe.one_line(task, 120), "uuid": uuid, "start": self.clock(), "end": None})
+        elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable"):
+            for span in reversed(self.tasks):
+                if span["uuid"] == uuid:
+                    span["end"] = self.clock()
+                    break
 
     def _retry(self, res: dict[str, Any]) -> None:
         """A clone/start attempt failed with a transient error and Ansible will try again (other phases'

@@ -17,16 +17,6 @@ class VmPaths:
         return f"{HOME}/.agentvm/{self.run_id}"
 
     @property
-    def bundle(self) -> str:
-        """The uploaded bundle, unpacked into ``dir`` and removed."""
-        return f"{HOME}/.agentvm-{self.run_id}.tar"
-
-    @property
-    def secrets(self) -> str:
-        """tmpfs file of the credentials, read and deleted by agent-run.py before the agent starts."""
-        return f"/dev/shm/agentvm-{self.run_id}/secrets.json"
-
-    @property
     def stdout(self) -> str:
         return f"{self.dir}/stdout.log"
 
