@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 
-
 MAX_SECRETS = 1024 * 1024
 
 
