@@ -19,7 +19,7 @@ STAMP        := $(VENV)/.agentvm-installed
 AGENTVM      := $(VENV_BIN)/agentvm
 DOUBLE       := simulator/bin/multipass-double
 
-.PHONY: help setup lint test test-unit double-down golden verify-golden run demo batch clean doctor runs show bench
+.PHONY: help setup lint test test-unit double-down golden verify-golden run demo batch pool pool-stop clean doctor runs show bench
 
 help: ## List the targets, one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,6 +64,12 @@ demo: $(STAMP) ## The whole flow on the Multipass double with a mock model API (
 
 batch: $(STAMP) ## Run every prompt of PROMPTS=prompts.yaml in parallel within MAX_VMS; writes runs/batch-<id>.json
 	@$(AGENTVM) batch
+
+pool: $(STAMP) ## Keep POOL=N clones of the golden started and ready, so runs start at once; returns once filled
+	@$(AGENTVM) pool --detach
+
+pool-stop: $(STAMP) ## Stop the warm pool's keeper and delete its VMs
+	@$(AGENTVM) pool --stop
 
 clean: $(STAMP) ## Delete this host's VMs of dead runs, stale locks and scratch (ALL=1: golden and old unknown runs too; KEPT=1)
 	@$(AGENTVM) clean

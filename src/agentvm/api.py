@@ -7,6 +7,7 @@ pipeline and returns the record that was written to ``<runs>/<run-id>/result.jso
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import IO, Any, TextIO
 from agentvm.errors import QueueTimeout, UsageError
 from agentvm.host.alerts import alert
 from agentvm.host.hostslot import host_slot
+from agentvm.host.pool import Pool
 from agentvm.multipass import Multipass
 from agentvm.options import RunInput, from_env
 from agentvm.run.pipeline import Run
@@ -62,11 +64,24 @@ def run(
     stream = out or sys.stderr
     mp = Multipass(settings.multipass_bin, settings.env)
     request = build_request(settings, inp, stdin=stdin, vault=load_vault(settings), mp=mp)
+    pool = Pool(settings, mp)
+    warm = pool.claim(request.golden_manifest_id)
+    if warm is not None:
+        request = dataclasses.replace(request, instance=warm.name, from_pool=True)
     validated = time.monotonic()
-    with host_slot(settings, request.instance, request.run_id, mp, out=stream):
-        before = {"validate": validated - begun, "queue": time.monotonic() - validated}
-        run = Run(settings, request, mp, out=stream, cancel=cancel, on_phase=on_phase, before=before)
-        record, code = run.execute()
+    executed = False
+    try:
+        cap = lambda: settings.max_vms - len(pool.ready())  # noqa: E731 - the pool's ready VMs count
+        with host_slot(settings, request.instance, request.run_id, mp, out=stream, cap=cap):
+            before = {"validate": validated - begun, "queue": time.monotonic() - validated}
+            run = Run(settings, request, mp, out=stream, cancel=cancel, on_phase=on_phase, before=before)
+            executed = True
+            record, code = run.execute()
+    finally:
+        if warm is not None:
+            if not executed:  # claimed but never used (queue time-out, Ctrl-C while queued)
+                mp.delete(warm.name)
+            pool.release(warm.name)
     run_dir = settings.runs_dir / request.run_id
     alert(record, run_dir, settings, stream)
     return RunResult(record=record, exit_code=code, run_dir=run_dir)

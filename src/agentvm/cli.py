@@ -49,6 +49,11 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", help="check Multipass, the golden VM, disk, memory and credentials (make doctor)")
     r = sub.add_parser("runs", help="list recent runs (make runs)")
     r.add_argument("-n", "--limit", help="how many (N; default 20)")
+    pl = sub.add_parser("pool", help="keep N clones of the golden started and ready for runs (make pool, pool-stop)")
+    pl.add_argument("--size", help="how many (POOL)")
+    pl.add_argument("--detach", action="store_true", help="run the keeper in the background; return once filled")
+    pl.add_argument("--stop", action="store_true", help="stop the keeper and delete the pool's VMs")
+    pl.add_argument("--status", action="store_true", help="show the keeper and the ready VMs")
     s = sub.add_parser("show", help="print one run's summary (make show)")
     s.add_argument("run_id", nargs="?", help="a run id, a unique prefix of one, or `last` (RUN; default last)")
     return p

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from agentvm import api, options
 from agentvm.errors import Exit
-from agentvm.host import batch, doctor, history
+from agentvm.host import batch, doctor, history, poolcli
 from agentvm.host.reaper import Reaper, format_report
 from agentvm.multipass import Multipass
 from agentvm.run import golden
@@ -90,6 +90,12 @@ def show(args: argparse.Namespace) -> int:
     return Exit.SUCCEEDED
 
 
+def pool(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    size = parse_int("POOL (--size)", args.size, None, minimum=0) if args.size is not None else None
+    return poolcli.main(settings, size=size, background=args.detach, halt=args.stop, show=args.status)
+
+
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": run,
     "batch": run_batch,
@@ -99,6 +105,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "doctor": run_doctor,
     "runs": runs,
     "show": show,
+    "pool": pool,
 }
 
 

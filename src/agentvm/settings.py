@@ -121,6 +121,8 @@ class Settings:
     vault_file: str | None
     vault_password_file: str | None
     ansible_verbosity: int
+    pool_size: int
+    pool_max_age: int
 
     @property
     def golden(self) -> str:
@@ -174,6 +176,8 @@ class Settings:
             or env.get("ANSIBLE_VAULT_PASSWORD_FILE")
             or None,
             ansible_verbosity=_int(env, "AGENTVM_ANSIBLE_VERBOSITY", 0, minimum=0),
+            pool_size=_int(env, "POOL", 0, minimum=0),
+            pool_max_age=_int(env, "POOL_MAX_AGE", 3600, unit="seconds"),
         )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from agentvm.host import reaper, slots
@@ -19,7 +19,12 @@ from agentvm.settings import Settings
 
 @contextlib.contextmanager
 def host_slot(
-    settings: Settings, instance: str, run_id: str, mp: Multipass, out: TextIO = sys.stderr
+    settings: Settings,
+    instance: str,
+    run_id: str,
+    mp: Multipass,
+    out: TextIO = sys.stderr,
+    cap: int | Callable[[], int] | None = None,
 ) -> Iterator[slots.Lease]:
     """Hold the run's liveness lock for the whole block and a VM slot once the queue lets it in.
     Raises ``QueueTimeout`` when no slot became free in time (nothing was created)."""
@@ -35,7 +40,7 @@ def host_slot(
             report = reaper.opportunistic(settings, mp)
             if report is not None and report.deleted:
                 say(f"reaped {len(report.deleted)} leftover instance(s) of dead runs: {', '.join(report.deleted)}")
-        slots.wait_for_slot(state.root, lease, run_id, settings.max_vms, settings.queue_timeout, say)
+        slots.wait_for_slot(state.root, lease, run_id, cap or settings.max_vms, settings.queue_timeout, say)
         yield lease
     finally:
         lease.release()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentvm.host import egress, slots
+from agentvm.host.pool import Pool
 from agentvm.host.state import InstanceRecord, StateDir
 from agentvm.multipass import Multipass, MultipassError, delete_command
 from agentvm.settings import Settings
@@ -35,6 +36,7 @@ RUN_ID = r"(?P<stamp>[0-9]{8}t[0-9]{6})-[0-9a-f]{6}"
 class Report:
     deleted: list[str] = field(default_factory=list)
     alive: list[str] = field(default_factory=list)
+    pooled: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -84,6 +86,7 @@ class Reaper:
         self.mp = mp
         self.state = StateDir(settings.state_dir).ensure()
         self.owned, self.golden = patterns(settings.prefix)
+        self.pool = Pool(settings, mp)
 
     def _alive(self, name: str) -> bool:
         return slots.is_locked(self.state.alive_lock(name))
@@ -120,6 +123,9 @@ class Reaper:
         if self._alive(name):
             report.alive.append(name)
             return
+        if rec is not None and rec.kind == "pool" and self.pool.is_pooled(name):
+            report.pooled.append(name)
+            return
         if rec is None:
             age = age_seconds(name)
             if unknown and age is not None and age > self.settings.reap_grace:
@@ -134,6 +140,7 @@ class Reaper:
             _remove_rules(rec)
             report.scratch_removed += _remove_scratch(rec)
             self.state.forget(name)
+            self.pool.forget(name)
 
     def _stale_locks(self) -> int:
         removed = 0
@@ -147,6 +154,7 @@ class Reaper:
 def format_report(report: Report) -> str:
     lines = [f"deleted: {name}" for name in report.deleted]
     lines += [f"kept (run alive): {name}" for name in report.alive]
+    lines += [f"kept (warm pool): {name} — `make pool-stop` drains the pool" for name in report.pooled]
     lines += [
         f"kept (KEEP=1): {name} — delete it with `{delete_command(name)}` or `make clean KEPT=1`"
         for name in report.kept

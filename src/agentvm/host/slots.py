@@ -145,11 +145,12 @@ def wait_for_slot(
     directory: Path,
     lease: Lease,
     run_id: str,
-    cap: int,
+    cap: int | Callable[[], int],
     timeout: float,
     say: Callable[[str], None],
 ) -> None:
-    """Queue (FIFO) until this run's ticket is at the head and a slot is free; take the slot."""
+    """Queue (FIFO) until this run's ticket is at the head and a slot is free; take the slot. ``cap`` may be a
+    function (MAX_VMS minus the warm pool's ready VMs, which count against it), asked at every look."""
     started = time.monotonic()
     with queue_lock(directory):
         ticket = directory / "queue" / f"{time.time_ns():020d}-{run_id}"
@@ -161,19 +162,20 @@ def wait_for_slot(
             with queue_lock(directory):
                 tickets = _live_tickets(directory)
                 position = tickets.index(ticket) if ticket in tickets else 0
+                limit = max(1, cap() if callable(cap) else cap)
                 if position == 0:
-                    lease.slot = _take_free_slot(directory, cap)
+                    lease.slot = _take_free_slot(directory, limit)
                     if lease.slot is not None:
                         ticket.unlink(missing_ok=True)
                         break
             if shown != (position, len(tickets)):
                 shown = (position, len(tickets))
-                say(f"queued: position {position + 1} of {len(tickets)} (MAX_VMS={cap}, all slots busy)")
+                say(f"queued: position {position + 1} of {len(tickets)} (MAX_VMS={limit}, all slots busy)")
             waited = time.monotonic() - started
             if waited > timeout:
                 raise QueueTimeout(
                     f"no VM slot became free within AGENTVM_QUEUE_TIMEOUT={int(timeout)} s (position {position + 1} "
-                    f"of {len(tickets)}, MAX_VMS={cap}): raise MAX_VMS or AGENTVM_QUEUE_TIMEOUT, or retry later"
+                    f"of {len(tickets)}, MAX_VMS={limit}): raise MAX_VMS or AGENTVM_QUEUE_TIMEOUT, or retry later"
                 )
             time.sleep(POLL_SECONDS)
     finally:

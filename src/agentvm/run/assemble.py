@@ -81,6 +81,7 @@ def record(
             "golden_manifest_id": req.golden_manifest_id,
             "kept": req.keep,
             "connection": "exec",
+            "from_pool": req.from_pool,
         },
         "workspace": workspace_entry(req, run_dir, said),
         "retries": retries,

@@ -15,6 +15,7 @@ record says ``enforced: false``: never a silent downgrade.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -100,7 +101,7 @@ class Isolation:
 
     def _enforce(self, vm_ip: str, bind_host: str) -> None:
         assert self.proxy is not None
-        found = egress.probe()
+        found = _probe()
         if not found.ok:
             self.note = f"egress is NOT enforced on this host: {found.summary()}"
             self.say(f"WARNING: {self.note}; the VM can reach the network directly (docs/security.md)")
@@ -140,6 +141,12 @@ class Isolation:
         if self.note:
             out["note"] = self.note
         return out
+
+
+@functools.cache
+def _probe() -> egress.Probe:
+    """Whether this host can enforce the rules (asked once per process: it runs nft)."""
+    return egress.probe()
 
 
 def write_env(path: Path, env: Mapping[str, str]) -> None:

@@ -65,7 +65,7 @@ class Run:
             req.run_id, req.credentials_mode, req.egress, req.secrets, settings.env,
             self.run_dir / "egress.log", self.redactor, self.progress.say,
         )  # fmt: skip
-        self._isolated = False
+        self._isolating: threading.Thread | None = None
 
     # -- the flow ---------------------------------------------------------------------------------------
 
@@ -109,6 +109,8 @@ class Run:
             self.progress.close()
             guard.doing = f"deleting the VM {self.req.instance}"
             teardown_seconds = self._teardown()
+            if self._isolating is not None:
+                self._isolating.join(timeout=120)  # never remove the rules under a setup still running
             self.isolation.teardown()
             self._save_log(result)
         guard.doing = "collecting the results"
@@ -149,9 +151,12 @@ class Run:
             "agentvm_retries": self.settings.retries,
             "agentvm_retry_delay": self.settings.retry_delay,
             "agentvm_keep": self.req.keep,
+            "agentvm_from_pool": self.req.from_pool,
             "agentvm_max_result_bytes": self.settings.max_result_bytes,
         }
         limit = self.req.timeout + 4 * self.settings.vm_timeout + 600
+        if self.req.from_pool:
+            self._start_isolation()  # a warm VM is up already: isolate it while ansible-runner starts
         self.marks["runner_start"] = time.monotonic()
         return playbook.run(
             self.scratch.secret / "runner",
@@ -168,10 +173,14 @@ class Run:
         task = str((data.get("event_data") or {}).get("task") or "")
         if data.get("event") == "runner_on_ok" and task.startswith("[teardown]"):
             self.teardown_done = True
-        elif data.get("event") == "playbook_on_task_start" and task.startswith("[isolate]") and not self._isolated:
-            self._isolated = True
-            self._isolate()
+        elif data.get("event") == "playbook_on_task_start" and task.startswith(("[ready]", "[isolate]")):
+            self._start_isolation()  # the clone has its address from [ready] on: overlap with cloud-init
         return True
+
+    def _start_isolation(self) -> None:
+        if self._isolating is None and self.isolation.needed:
+            self._isolating = threading.Thread(target=self._isolate, name="isolate", daemon=True)
+            self._isolating.start()
 
     def _isolate(self) -> None:
         """Called when the playbook waits for it: the proxy, the rules, the VM's environment; then the go."""

@@ -45,6 +45,7 @@ class RunRequest:
     labels: Mapping[str, str] = field(default_factory=dict)
     trigger: Mapping[str, str | None] | None = None
     attempt: int | None = None
+    from_pool: bool = False
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:

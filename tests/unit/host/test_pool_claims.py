@@ -1,0 +1,66 @@
+"""A ready pool VM is claimed by exactly one run: 16 processes race for a pool of 4 (real files, real renames)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+from agentvm.host.pool import Pool
+from agentvm.multipass import Multipass
+from agentvm.settings import Settings
+from tests.conftest import REPO
+
+CLAIMER = textwrap.dedent(
+    """
+    import sys, time
+    from agentvm.host.pool import Pool
+    from agentvm.multipass import Multipass
+    from agentvm.settings import Settings
+    settings = Settings.load({"AGENTVM_STATE_DIR": sys.argv[1], "MULTIPASS_BIN": "/bin/false"})
+    pool = Pool(settings, Multipass(None, {}))
+    while time.time() < float(sys.argv[2]):
+        time.sleep(0.001)
+    vm = pool.claim("m1")
+    print(vm.name if vm else "-", flush=True)
+    """
+)
+
+
+def fill(root, names, manifest="m1"):
+    for name in names:
+        (root / "pool" / "ready" / f"{name}.json").write_text(
+            json.dumps({"name": name, "golden_manifest_id": manifest, "created_at": time.time()})
+        )
+
+
+def test_sixteen_concurrent_claims_against_a_pool_of_four(tmp_path):
+    settings = Settings.load({"AGENTVM_STATE_DIR": str(tmp_path)})
+    Pool(settings, Multipass(None, {}))
+    names = [f"p-pool-20260101t00000{i}-abcdef" for i in range(4)]
+    fill(tmp_path, names)
+    start = time.time() + 2.0
+    env = {"PYTHONPATH": str(REPO / "src")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, str(tmp_path), str(start)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(16)
+    ]
+    got = [p.communicate(timeout=60)[0].strip() for p in procs]
+    claimed = [g for g in got if g != "-"]
+    assert sorted(claimed) == sorted(names)  # each VM once, none twice
+    assert got.count("-") == 12
+    assert list((tmp_path / "pool" / "ready").iterdir()) == []
+
+
+def test_a_vm_of_another_golden_is_not_claimed(tmp_path):
+    settings = Settings.load({"AGENTVM_STATE_DIR": str(tmp_path)})
+    pool = Pool(settings, Multipass(None, {}))
+    fill(tmp_path, ["p-pool-20260101t000000-aaaaaa"], manifest="old")
+    assert pool.claim("new") is None
+    assert pool.stale("new", 3600)[0].name == "p-pool-20260101t000000-aaaaaa"
+    fill(tmp_path, ["p-pool-20260101t000000-bbbbbb"], manifest="new")
+    assert pool.claim("new").name == "p-pool-20260101t000000-bbbbbb"
