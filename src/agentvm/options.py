@@ -75,6 +75,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("keep", "KEEP", "bool", "keep the VM after the run"),
     Option("credentials", "CREDENTIALS", "text", "proxy (default: the key stays on the host) or direct"),
     Option("egress", "EGRESS", "text", "deny (default), open, or an allowlist: host1,*.domain2,host3:8443"),
+    Option("connection", "CONNECTION", "text", "exec (default: multipass exec) or ssh (a per-run key, multiplexed)"),
 )
 BY_NAME = {o.name: o for o in RUN_OPTIONS}
 
@@ -95,6 +96,7 @@ class RunInput:
     keep: bool | None = None
     credentials: str | None = None
     egress: str | None = None
+    connection: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     trigger: Mapping[str, str | None] | None = None
     attempt: int | None = None

@@ -80,7 +80,7 @@ def record(
             "golden": req.golden,
             "golden_manifest_id": req.golden_manifest_id,
             "kept": req.keep,
-            "connection": "exec",
+            "connection": req.connection,
             "from_pool": req.from_pool,
         },
         "workspace": workspace_entry(req, run_dir, said),

@@ -26,6 +26,7 @@ from agentvm.run.isolate import Isolation, write_env
 from agentvm.run.progress import Progress, now_iso
 from agentvm.run.request import RunRequest
 from agentvm.run.scratch import Scratch
+from agentvm.run.sshmode import SshAccess, SshError
 from agentvm.run.teardown import SignalGuard
 from agentvm.run.vmpaths import VmPaths
 from agentvm.settings import Settings
@@ -66,6 +67,7 @@ class Run:
             self.run_dir / "egress.log", self.redactor, self.progress.say,
         )  # fmt: skip
         self._isolating: threading.Thread | None = None
+        self.ssh = SshAccess(self.scratch.secret) if req.connection == "ssh" else None
 
     # -- the flow ---------------------------------------------------------------------------------------
 
@@ -108,6 +110,8 @@ class Run:
             self._stop_stream()
             self.progress.close()
             guard.doing = f"deleting the VM {self.req.instance}"
+            if self.ssh is not None:
+                self.ssh.close()
             teardown_seconds = self._teardown()
             if self._isolating is not None:
                 self._isolating.join(timeout=120)  # never remove the rules under a setup still running
@@ -124,10 +128,19 @@ class Run:
     def _ready_file(self) -> Path:
         return self.scratch.secret / "isolation.ready"
 
+    @property
+    def _ssh_file(self) -> Path:
+        return self.scratch.secret / "ssh.json"
+
+    @property
+    def _prepare(self) -> bool:
+        """Something must be set up once the clone is up (isolation, SSH access) before the run enters it."""
+        return self.isolation.needed or self.ssh is not None
+
     def _playbook(self) -> playbook.Outcome:
         bundle_path = bundle.write_bundle(self.req, self.vm, self.scratch.staging)
-        isolate = self.isolation.needed
-        if not isolate and self.req.secrets:
+        isolate = self._prepare
+        if not self.isolation.needed and self.req.secrets:
             write_env(self._secrets_file, self.req.secrets)
         has_secrets = isolate or bool(self.req.secrets)
         if self.cancel.is_set():
@@ -140,6 +153,7 @@ class Run:
             "agentvm_fetch_dir": str(self.scratch.staging),
             "agentvm_secrets_file": str(self._secrets_file) if has_secrets else "",
             "agentvm_isolation_ready": str(self._ready_file) if isolate else "",
+            "agentvm_ssh_file": str(self._ssh_file) if self.ssh is not None else "",
             "agentvm_vm": {
                 "dir": self.vm.dir,
                 "summary": self.vm.summary,
@@ -178,15 +192,21 @@ class Run:
         return True
 
     def _start_isolation(self) -> None:
-        if self._isolating is None and self.isolation.needed:
+        if self._isolating is None and self._prepare:
             self._isolating = threading.Thread(target=self._isolate, name="isolate", daemon=True)
             self._isolating.start()
 
     def _isolate(self) -> None:
         """Called when the playbook waits for it: the proxy, the rules, the VM's environment; then the go."""
         try:
-            env = self.isolation.setup(self.mp.ipv4(self.req.instance))
-            write_env(self._secrets_file, env)
+            address = self.mp.ipv4(self.req.instance)
+            env = self.isolation.setup(address)
+            if self.isolation.needed:
+                write_env(self._secrets_file, env)
+            if self.ssh is not None:
+                if address is None:
+                    raise SshError("the clone has no IPv4 address to reach over SSH")
+                self.ssh.write(self._ssh_file, self.ssh.setup(self.mp, self.req.instance, address))
             answer = "ok"
         except Exception as exc:
             answer = f"the isolation of the clone failed: {textsafe.one_line(str(exc), 500)}"

@@ -46,6 +46,7 @@ class RunRequest:
     trigger: Mapping[str, str | None] | None = None
     attempt: int | None = None
     from_pool: bool = False
+    connection: str = "exec"
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -109,6 +110,13 @@ def _credentials(profile: Profile, env: Mapping[str, str], vault: Mapping[str, s
     return {}
 
 
+def _connection(raw: str | None) -> str:
+    value = (raw or "exec").strip().lower()
+    if value not in ("exec", "ssh"):
+        raise UsageError(f"CONNECTION={raw!r} is not valid: use exec (the default, multipass exec) or ssh")
+    return value
+
+
 def _isolation(inp: RunInput) -> tuple[str, EgressPolicy]:
     try:
         return parse_credentials(inp.credentials), parse_egress(inp.egress)
@@ -162,6 +170,7 @@ def build_request(
         raise UsageError(f"agent {profile.name} takes the prompt as an argument: at most {ARGV_PROMPT_LIMIT} bytes")
     workspace = _workspace(inp.workspace, settings)
     mode, policy = _isolation(inp)
+    connection = _connection(inp.connection)
     found = _credentials(profile, settings.env, vault or {})
     if golden_manifest_id is _UNCHECKED:
         client = mp or Multipass(settings.multipass_bin, settings.env)
@@ -183,6 +192,7 @@ def build_request(
         golden_manifest_id=golden_manifest_id,
         credentials_mode=mode,
         egress=policy,
+        connection=connection,
         secrets=found,
         passthrough=_passthrough(profile, settings.env, found, mode),
         labels=dict(inp.labels),

@@ -4,9 +4,9 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
-from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 OPTIONS = {
@@ -27,14 +27,15 @@ class ActionModule(ActionBase):
         _spec, args = self.validate_argument_spec(argument_spec=OPTIONS)
         run = getattr(self._connection, "exec_argv", None)
         if run is None:
-            raise AnsibleActionFail("agentvm.multipass.exec needs the agentvm.multipass.multipass connection")
-        rc, stdout, stderr, cut = run(
-            list(args["argv"]),
-            stdin_path=args["stdin_file"],
-            stdout_path=args["stdout_file"],
-            max_stdout_bytes=args["max_stdout_bytes"],
-            timeout=args["timeout"] or None,
-        )
+            rc, stdout, stderr, cut = self._generic(args)
+        else:
+            rc, stdout, stderr, cut = run(
+                list(args["argv"]),
+                stdin_path=args["stdin_file"],
+                stdout_path=args["stdout_file"],
+                max_stdout_bytes=args["max_stdout_bytes"],
+                timeout=args["timeout"] or None,
+            )
         result.update(
             rc=rc,
             stdout=stdout.decode("utf-8", "replace"),
@@ -46,3 +47,20 @@ class ActionModule(ActionBase):
         if rc != 0:
             result.update(failed=True, msg=f"non-zero return code {rc}")
         return result
+
+    def _generic(self, args: dict[str, Any]) -> tuple[int, bytes, bytes, bool]:
+        """Any other connection (e.g. ssh): stdin read into memory, stdout kept in memory then cut; prefer the
+        multipass connection for large or untrusted output."""
+        data = None
+        if args["stdin_file"]:
+            with open(args["stdin_file"], "rb") as fh:
+                data = fh.read()
+        rc, stdout, stderr = self._connection.exec_command(shlex.join(args["argv"]), in_data=data, sudoable=False)
+        cut = False
+        if args["stdout_file"]:
+            cap = args["max_stdout_bytes"] or len(stdout)
+            cut = len(stdout) > cap
+            with open(args["stdout_file"], "wb") as fh:
+                fh.write(stdout[:cap])
+            stdout = b""
+        return rc, stdout, stderr, cut
