@@ -11,7 +11,8 @@ STAMP        := $(VENV)/.agentvm-installed
 DOUBLE       := simulator/bin/multipass-double
 PYTEST_ARGS  ?=
 
-.PHONY: help setup lint test double-down golden verify-golden run demo batch clean doctor runs show bench
+.PHONY: help setup lint test double-down golden verify-golden run demo batch clean doctor runs show bench \
+        service service-stop submit
 
 help: ## List the targets, one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,3 +74,14 @@ show: $(STAMP) ## Print one run's summary (RUN=<id>, a unique prefix, or last)
 
 bench: $(STAMP) ## Orchestration overhead and batch wall times on the double's realistic latency (figures only)
 	@$(VENV_BIN)/python scripts/bench_ops.py
+
+# The service (docs/service.md): runs as durable Temporal workflows. Without TEMPORAL_ADDRESS `make service` starts
+# the embedded dev server (UI on http://127.0.0.1:8233) and this host's worker; with it, only the worker.
+service: $(STAMP) ## Temporal dev server and this host's worker, in the foreground (DETACH=1: in the background)
+	@$(VENV_BIN)/agentvm service $(if $(DETACH),--detach)
+
+service-stop: $(STAMP) ## Stop the background service (its running runs are interrupted and retried later)
+	@$(VENV_BIN)/agentvm service --stop
+
+submit: $(STAMP) ## Submit PROMPT (or PROMPT_FILE) to the service; prints the run's id (WAIT=1 waits, HOST=h pins, KEY=k)
+	@PROMPT='$(subst ','\'',$(value PROMPT))' $(VENV_BIN)/agentvm submit $(if $(WAIT),--follow) $(if $(HOST),--host '$(subst ','\'',$(value HOST))') $(if $(KEY),--key '$(subst ','\'',$(value KEY))')

@@ -92,6 +92,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # --- the service (src/agentvm/service, docs/service.md): service, worker, submit, status, cancel ---
+    from agentvm.service import COMMANDS as SERVICE_COMMANDS
+
+    if argv and argv[0] in SERVICE_COMMANDS:
+        from agentvm.service.cli import exit_with
+
+        exit_with(argv)  # does not return
+    # --- end of the service block ---
     if argv and argv[0] in opscli.COMMANDS:  # clean, doctor, runs, show, batch: docs/operations.md
         return opscli.main(argv)
     args = parser().parse_args(argv)
