@@ -29,6 +29,7 @@ UNAVAILABLE_EXIT = 3
 NOT_FOUND_EXIT = 1
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 180.0
+CANCEL_WAIT = 120.0
 
 
 def _say(text: str) -> None:
@@ -290,7 +291,11 @@ async def _cancel(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     _say(f"cancel requested for {args.workflow_id}")
     if args.no_wait:
         return 0
-    result = await svc.wait(client, args.workflow_id)
+    try:
+        result = await asyncio.wait_for(svc.wait(client, args.workflow_id), CANCEL_WAIT)
+    except TimeoutError:
+        _say(f"the run has not ended after {CANCEL_WAIT:.0f} s (is a worker running?); it ends when one takes it")
+        return 0
     _say(f"run {args.workflow_id}: {result.temporal_status.lower()}")
     return 0
 
@@ -365,6 +370,7 @@ async def _service(env: Mapping[str, str]) -> int:
             server = devserver.DevServer(settings, log)
             server.start()
             await devserver.wait_ready(server)
+            info["server_pid"] = server.proc.pid if server.proc is not None else None
             _say(
                 f"Temporal dev server on {settings.address} (UI {settings.ui_url or 'off'}; state"
                 f" {server.db}); not for production: see docs/service.md"
