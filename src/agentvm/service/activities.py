@@ -216,7 +216,7 @@ class RunActivities:
         self, work: asyncio.Future[Any], state: _Attempt, changed: asyncio.Event, timeout: Any
     ) -> None:
         """Heartbeat the phase when it changes and every few seconds, until the work is done."""
-        every = 10.0 if timeout is None else max(0.5, min(10.0, timeout.total_seconds() / 3))
+        every = 2.0 if timeout is None else max(0.5, min(2.0, timeout.total_seconds() / 3))
         while not work.done():
             waiter = asyncio.ensure_future(changed.wait())
             try:

@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from simulator import DOUBLE_BIN
 from tests.conftest import REPO
 
 AGENTVM = [sys.executable, "-m", "agentvm.cli"]
@@ -160,3 +161,52 @@ def start_dev_server(tmp: Path, procs: list[Proc]) -> str:
 
     wait_for(answers, 60, "the dev server")
     return address
+
+
+# --- the Multipass double --------------------------------------------------------------------------------------
+
+
+def double(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(DOUBLE_BIN), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def launch_golden(env: dict, prefix: str) -> None:
+    """A plain launched-and-stopped instance standing in for ``<prefix>-golden`` (like the fake_golden fixture)."""
+    for argv in (["launch", "--name", f"{prefix}-golden"], ["stop", f"{prefix}-golden"]):
+        proc = double(env, *argv)
+        assert proc.returncode == 0, proc.stderr
+
+
+def run_vms(env: dict) -> list[str]:
+    proc = double(env, "list", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    prefix = env["AGENTVM_PREFIX"] + "-run-"
+    return [i["name"] for i in json.loads(proc.stdout)["list"] if i["name"].startswith(prefix)]
+
+
+def peak_run_vms(trace: Path, prefix: str) -> int:
+    """From the double's trace: a run VM exists from the start of its clone to the end of its purge."""
+    events = []
+    for line in trace.read_text().splitlines():
+        entry = json.loads(line)
+        argv = entry["argv"]
+        name = next((a for a in argv if a.startswith(f"{prefix}-run-")), None)
+        if name is None:
+            continue
+        if argv[1] == "clone":
+            events.append((entry["start"], 1))
+        elif argv[1] == "delete" and "--purge" in argv and entry["exit_code"] == 0:
+            events.append((entry["end"], -1))
+    live = peak = 0
+    for _t, delta in sorted(events):
+        live += delta
+        peak = max(peak, live)
+    return peak
+
+
+def record_of(env: dict, workflow_id: str) -> dict:
+    info = status(env, workflow_id)
+    assert info["record"] is not None, info
+    return info["record"]

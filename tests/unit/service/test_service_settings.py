@@ -170,3 +170,16 @@ def test_alert_settings_are_taken_out_of_the_environment():
     environ = {"ALERT_WEBHOOK_URL": "http://127.0.0.1:1/x", "ALERT_ATTEMPTS": "2", "PATH": "/bin"}
     assert activities.take_alert_env(environ) == {"ALERT_WEBHOOK_URL": "http://127.0.0.1:1/x", "ALERT_ATTEMPTS": "2"}
     assert environ == {"PATH": "/bin"}
+
+
+def test_the_run_command_does_not_load_the_temporal_sdk():
+    """`agentvm run` (make run) stays as it was: the service's wiring in agentvm.cli imports no Temporal code."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, agentvm.cli, agentvm.service;"
+        "print(sorted(m for m in sys.modules if m.startswith(('temporalio', 'agentvm.service'))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "['agentvm.service']"
