@@ -490,6 +490,15 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
         return UNAVAILABLE_EXIT
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `agentvm status | head`
+        return 0
+    except Exception as exc:
+        from temporalio.service import RPCError
+
+        if not isinstance(exc, RPCError):
+            raise
+        _say(f"Temporal refused the request: {exc}")
+        return UNAVAILABLE_EXIT
 
 
 def exit_with(argv: list[str]) -> None:

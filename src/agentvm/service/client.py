@@ -243,18 +243,39 @@ async def list_runs(client: Any, limit: int = 20) -> list[ServiceRun]:
     return runs
 
 
-def recent_runs(env: Mapping[str, str] = os.environ, limit: int = 20, timeout: float = 3.0) -> list[ServiceRun] | None:
-    """The service's recent runs, newest first, or None when no service is reachable (for ``agentvm runs``)."""
+def recent_runs(env: Mapping[str, str] = os.environ, limit: int = 20, timeout: float = 15.0) -> list[ServiceRun] | None:
+    """The service's recent runs, newest first, or None when no service is reachable (for ``agentvm runs``).
 
-    async def fetch() -> list[ServiceRun]:
-        settings = config.load(env, need_host=False)
-        client = await config.connect(settings, env, timeout=timeout)
-        return await asyncio.wait_for(list_runs(client, limit), timeout * 3)
+    The query runs in a child process (``agentvm status --json``): a process that has used the Temporal SDK can
+    crash while the interpreter shuts down (see :func:`agentvm.service.cli.exit_with`), and the caller's must not.
+    """
+    import subprocess
+    import sys
 
     try:
-        return asyncio.run(fetch())
-    except (config.Unavailable, TimeoutError, OSError, RuntimeError):
+        proc = subprocess.run(
+            [sys.executable, "-m", "agentvm.service.cli", "status", "--json", "-n", str(max(1, limit))],
+            env=dict(env),
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+        if proc.returncode != 0:
+            return None
+        rows = json.loads(proc.stdout)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
         return None
+    return [
+        ServiceRun(
+            **{
+                **row,
+                "started_at": dt.datetime.fromisoformat(row["started_at"]) if row.get("started_at") else None,
+                "closed_at": dt.datetime.fromisoformat(row["closed_at"]) if row.get("closed_at") else None,
+            }
+        )
+        for row in rows
+    ]
 
 
 def format_runs(runs: list[ServiceRun]) -> str:

@@ -14,6 +14,7 @@ import ctypes
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -63,6 +64,16 @@ def argv(settings: Settings, db: Path, temporal: str = "temporal") -> list[str]:
     return args
 
 
+def port_free(ip: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: the server gets SIGTERM when the service process dies, even by kill -9."""
     with contextlib.suppress(Exception):
@@ -78,6 +89,15 @@ class DevServer:
 
     def start(self) -> None:
         self.settings.service_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for port, what in (
+            (self.settings.port, "AGENTVM_TEMPORAL_PORT"),
+            (self.settings.ui_port, "AGENTVM_TEMPORAL_UI_PORT"),
+        ):
+            if port is not None and not port_free(self.settings.ip, port):
+                raise UsageError(
+                    f"{self.settings.ip}:{port} is in use (another Temporal server or service?): stop it, or choose"
+                    f" another port with {what}"
+                )
         command = argv(self.settings, self.db, binary())
         self.proc = subprocess.Popen(
             command,

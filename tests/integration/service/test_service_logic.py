@@ -24,6 +24,8 @@ from svc_helpers import (
     wait_for,
 )
 
+from agentvm.service import client
+
 pytestmark = pytest.mark.slow
 
 
@@ -181,6 +183,10 @@ def test_an_idempotency_key_starts_one_run(env, procs, tmp_path):
     assert "exists already" in text(again)
     assert agentvm("status", key, "--wait", env=env).returncode == 0
     assert len(calls(env)) == 1
+    # What `agentvm runs` will show: the service's recent runs with their status, host and folder.
+    [run] = [r for r in client.recent_runs(env) if r.workflow_id == key]
+    assert (run.status, run.temporal_status, run.host) == ("succeeded", "COMPLETED", "fakehost")
+    assert run.folder == str(Path(env["AGENTVM_RUNS_DIR"], f"fake-{key}-1"))
 
 
 def test_cancel_before_the_run_starts_runs_nothing(env, procs, tmp_path):

@@ -183,3 +183,37 @@ def test_the_run_command_does_not_load_the_temporal_sdk():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "['agentvm.service']"
+
+
+def test_a_taken_port_is_found_before_the_dev_server_starts(env):
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert not devserver.port_free("127.0.0.1", port)
+        server = devserver.DevServer(config.load({**env, "AGENTVM_TEMPORAL_PORT": str(port)}))
+        with pytest.raises(UsageError, match=f"127.0.0.1:{port} is in use"):
+            server.start()
+        assert server.proc is None
+    assert devserver.port_free("127.0.0.1", port)
+
+
+def test_recent_runs_is_none_without_a_service(env):
+    with socket_closed_port() as port:
+        assert client.recent_runs({**env, "AGENTVM_TEMPORAL_PORT": str(port), "PATH": "/usr/bin:/bin"}) is None
+
+
+class socket_closed_port:
+    """A loopback port nobody listens on (bound, not listening: connections are refused)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        return self.sock.getsockname()[1]
+
+    def __exit__(self, *exc) -> None:
+        self.sock.close()
