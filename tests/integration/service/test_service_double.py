@@ -212,6 +212,39 @@ def test_cancel_deletes_the_vm_and_records_interrupted(service, host_a):
     assert agentvm("status", wid, "--wait", env=env).returncode == 130
 
 
+def test_a_git_workspace_is_fetched_by_the_worker(service, tmp_path):
+    env = service.client_env()
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    ident = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    for argv in (["init", "-q", "-b", "main"], ["add", "."], [*ident, "commit", "-qm", "one"], ["tag", "v1"]):
+        if argv == ["add", "."]:
+            (repo / "notes.txt").write_text("from the repository\n")
+        subprocess.run(["git", *argv], cwd=repo, check=True, capture_output=True)
+    (repo / "notes.txt").write_text("a later commit\n")
+    subprocess.run(["git", *ident, "commit", "-qam", "two"], cwd=repo, check=True, capture_output=True)
+    url = f"file://{repo}"
+    proc = agentvm(
+        "submit",
+        "--wait",
+        "--json",
+        "--workspace",
+        url,
+        "--ref",
+        "v1",
+        "--agent-command",
+        "cat notes.txt",
+        "x",
+        env=env,
+    )
+    assert proc.returncode == 0, text(proc)
+    record = json.loads(proc.stdout)
+    assert record["result_text"].strip() == "from the repository"
+    assert record["workspace"]["source"] == f"{url}#v1" and record["workspace"]["files"] >= 1
+    scratch = Path(env["AGENTVM_STATE_DIR"], "service", "workspaces")
+    assert not scratch.exists() or list(scratch.iterdir()) == []  # the worker removed its scratch folder
+
+
 def test_kill_9_of_a_worker_mid_run_is_retried_by_a_new_worker(service, host_b, procs):
     env = service.client_env()
     first = worker(host_b, procs, "worker-b1")
@@ -241,19 +274,21 @@ def test_two_hosts_spread_pin_and_take_over(service, host_a, host_b, procs):
         assert record_of(env, wid)["location"]["host"] == h
     assert peak_run_vms(Path(host_b["MULTIPASS_DOUBLE_TRACE"]), host_b["AGENTVM_PREFIX"]) <= 2
 
-    # Host B stops while it runs one of these: its VM is deleted and host A finishes the run.
-    moving = [submit(env, "--agent-command", "sh -c 'sleep 30; cat'", f"moving {i}") for i in range(2)]
+    # Host B stops while it runs one of these: its VM is deleted and host A finishes the run. Three runs on the
+    # shared queue: a host takes at most two (MAX_VMS) from it, so host B gets at least one.
+    moving = [submit(env, "--agent-command", "sh -c 'sleep 30; cat'", f"moving {i}") for i in range(3)]
+    started = ("start", "ready", "upload", "agent")
 
     def on_b() -> bool:
-        return any((s := status(env, w))["host"] == "hostb" and s["phase"] == "agent" for w in moving)
+        return any((s := status(env, w))["host"] == "hostb" and s["phase"] in started for w in moving)
 
     wait_for(on_b, 300, "a run on host B", 1)
     assert b.stop(signal.SIGTERM) == 0
     assert "interrupting the run (its VM is deleted)" in b.output()
     assert run_vms(host_b) == []
     records = [wait_closed(env, w, 900) and record_of(env, w) for w in moving]
-    assert [r["status"] for r in records] == ["succeeded", "succeeded"]
-    assert [r["location"]["host"] for r in records] == ["hosta", "hosta"]
+    assert [r["status"] for r in records] == ["succeeded"] * 3
+    assert [r["location"]["host"] for r in records] == ["hosta"] * 3
     assert 2 in [r["attempt"] for r in records]
     assert run_vms(host_a) == []
 
