@@ -19,7 +19,8 @@ STAMP        := $(VENV)/.agentvm-installed
 AGENTVM      := $(VENV_BIN)/agentvm
 DOUBLE       := simulator/bin/multipass-double
 
-.PHONY: help setup lint test test-unit double-down golden verify-golden run demo batch pool pool-stop clean doctor runs show bench
+.PHONY: help setup lint test test-unit double-down golden verify-golden run demo batch pool pool-stop clean doctor runs show bench \
+        service service-stop submit
 
 help: ## List the targets, one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -85,3 +86,12 @@ show: $(STAMP) ## Print one run's summary (RUN=<id>, a unique prefix, or last)
 
 bench: $(STAMP) ## Orchestration overhead and batch wall times on the double's realistic latency (figures only)
 	@$(VENV_BIN)/python scripts/bench_ops.py
+
+service: $(STAMP) ## Temporal dev server and this host's worker, in the foreground (DETACH=1: in the background)
+	@$(AGENTVM) service
+
+service-stop: $(STAMP) ## Stop the background service (its running runs are interrupted and retried later)
+	@$(AGENTVM) service --stop
+
+submit: $(STAMP) ## Submit PROMPT (or PROMPT_FILE) to the service; prints the run's id (WAIT=1 waits, HOST=h pins, KEY=k)
+	@$(AGENTVM) submit

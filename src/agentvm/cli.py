@@ -12,6 +12,15 @@ import sys
 from agentvm import commands, options
 from agentvm.errors import EXIT_MEANINGS, Exit, QueueTimeout, UsageError
 
+#: The service's commands (src/agentvm/service/cli.py parses them; importing it loads the Temporal SDK).
+SERVICE_HELP = {
+    "service": "the Temporal dev server and this host's worker (make service, service-stop; docs/service.md)",
+    "worker": "this host's worker only (the shared queue and its own host queue)",
+    "submit": "submit a run to the service (the options of run; --wait, --follow, --host, --key)",
+    "status": "one service run's state and record, or the recent service runs",
+    "cancel": "cancel a service run (its VM is deleted; the record says interrupted)",
+}
+
 
 def _epilog() -> str:
     lines = ["exit codes:"] + [f"  {code:>3}  {text}" for code, text in sorted(EXIT_MEANINGS.items())]
@@ -54,13 +63,20 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--detach", action="store_true", help="run the keeper in the background; return once filled")
     pl.add_argument("--stop", action="store_true", help="stop the keeper and delete the pool's VMs")
     pl.add_argument("--status", action="store_true", help="show the keeper and the ready VMs")
+    for name, text in SERVICE_HELP.items():  # parsed by agentvm.service.cli (docs/service.md)
+        sub.add_parser(name, help=text, add_help=False)
     s = sub.add_parser("show", help="print one run's summary (make show)")
     s.add_argument("run_id", nargs="?", help="a run id, a unique prefix of one, or `last` (RUN; default last)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SERVICE_HELP:
+        from agentvm.service.cli import exit_with
+
+        exit_with(argv)  # does not return (the Temporal SDK's threads must not run Python's shutdown)
+    args = parser().parse_args(argv)
     try:
         return commands.dispatch(args)
     except UsageError as exc:
