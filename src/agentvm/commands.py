@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from agentvm import api, options
 from agentvm.errors import Exit
-from agentvm.host import batch, doctor, history, poolcli
+from agentvm.host import batch, doctor, history, poolcli, slots
 from agentvm.host.reaper import Reaper, format_report
 from agentvm.multipass import Multipass
 from agentvm.run import golden
@@ -76,6 +76,11 @@ def runs(args: argparse.Namespace) -> int:
     raw = args.limit if args.limit is not None else settings.env.get("N")
     limit = parse_int("N (--limit)", raw, 20)
     print(history.table(settings, limit or 20))
+    if settings.env.get("TEMPORAL_ADDRESS") or slots.is_locked(settings.state_dir / "service" / "service.lock"):
+        from agentvm.service.client import format_runs, recent_runs
+
+        found = recent_runs(settings.env, limit or 20)
+        print("\nservice runs:\n" + (format_runs(found) if found is not None else "the service does not answer"))
     return Exit.SUCCEEDED
 
 

@@ -23,10 +23,11 @@ from typing import Any, TextIO
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from agentvm import alerts
 from agentvm.errors import UsageError
+from agentvm.host import alerts
 from agentvm.service import gitws, naming, outcome
 from agentvm.service.spec import RunSpec, validate
+from agentvm.settings import Settings
 
 ALERT_VARIABLES = ("ALERT_WEBHOOK_URL", "ALERT_COMMAND", "ALERT_ATTEMPTS")
 
@@ -236,7 +237,7 @@ class RunActivities:
 
     async def _alert(self, record: dict[str, Any], run_dir: Path) -> None:
         loop = asyncio.get_running_loop()
-        problems = await loop.run_in_executor(self.executor, alerts.send, record, run_dir, self.alert_env)
+        problems = await loop.run_in_executor(self.executor, send_alert, record, run_dir, self.alert_env)
         for problem in problems:
             self.say(f"warning: {problem}")
 
@@ -259,6 +260,12 @@ class RunActivities:
 def _worker_shutdown() -> bool:
     details = activity.cancellation_details()
     return bool(details is not None and details.worker_shutdown) or activity.is_worker_shutdown()
+
+
+def send_alert(record: dict[str, Any], run_dir: Path, alert_env: dict[str, str]) -> list[str]:
+    """The alert of a finished workflow, with the alert settings taken out of the worker's environment."""
+    settings = Settings.load({**os.environ, **alert_env})
+    return alerts.send(record, run_dir, settings.alert_webhook_url, settings.alert_command, settings.alert_attempts)
 
 
 def take_alert_env(environ: Any = os.environ) -> dict[str, str]:

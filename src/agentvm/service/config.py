@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentvm import slots
 from agentvm.errors import UsageError
 from agentvm.service import naming
+from agentvm.settings import Settings as HostSettings
 
 DEFAULT_PORT = 7233
 DEFAULT_DRAIN = 0
@@ -94,7 +94,7 @@ def load(env: Mapping[str, str] = os.environ, *, need_host: bool = True) -> Sett
         ip=ip,
         port=port,
         ui_port=ui_port if ui else None,
-        state_dir=slots.state_dir(env),
+        state_dir=HostSettings.load(env).state_dir,
         drain=_count(env, "AGENTVM_WORKER_DRAIN", DEFAULT_DRAIN),
     )
 

@@ -12,7 +12,8 @@ import pytest
 
 from agentvm.errors import UsageError
 from agentvm.service import activities, client, config, devserver
-from agentvm.service.cli import build_spec, parser
+from agentvm.service.cli import parser
+from agentvm.service.submitcli import build_spec
 
 
 @pytest.fixture
