@@ -21,6 +21,7 @@ import datetime as dt
 import errno
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -35,6 +36,7 @@ from multipass_double.state import Record, Store
 from multipass_double.treecopy import Stats, replicate
 
 STAGING_PREFIX = ".import-"
+LAYER_ID = re.compile(r"[0-9a-f]{1,64}")  # state.py names layers with hex digits
 
 
 @dataclass
@@ -78,7 +80,8 @@ def import_instance(dest: Paths, source_data: Path, name: str, new_name: str | N
             ids = {layer: uuid.uuid4().hex[:12] for layer in _layers_of(rec)}
             done = Imported(target, name, src.data, len(ids), linked)
             _stage(src, rec, ids, staging, done)
-            if _layers_of(_stopped_source(src, src_store, name)) != list(ids):
+            again = _stopped_source(src, src_store, name)
+            if again["uid"] != rec["uid"] or _layers_of(again) != list(ids):
                 raise BackendError(f'instance "{name}" changed in {src.data} during the import; try again')
         _commit(dest, dest_store, staging, _new_record(rec, target, ids), ids)
     finally:
@@ -152,6 +155,8 @@ def _can_link(src: Paths, staging: Path) -> bool:
 def _stage(src: Paths, rec: Record, ids: dict[str, str], staging: Path, done: Imported) -> None:
     (staging / "layers").mkdir()
     for layer, new_id in ids.items():
+        if not LAYER_ID.fullmatch(layer):
+            raise BackendError(f'instance "{rec["name"]}" in {src.data} names an invalid layer {layer!r}')
         path = src.layers / layer
         if not path.is_dir():
             raise BackendError(f'layer {layer} of instance "{rec["name"]}" is missing in {src.layers}')
