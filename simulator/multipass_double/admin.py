@@ -10,6 +10,11 @@ multipass-double build-image [--force]
     Build the machine-wide instance image now (--force: rebuild it; no instance may be running).
 multipass-double status
     Instances running, bridges, dnsmasq processes, overlay mounts, registered data folders, image.
+multipass-double import --from OTHER_DATA_FOLDER NAME [--as NEW_NAME] [--data DIR]
+    Make the Stopped instance NAME of another data folder (snapshots and their comments included) a
+    Stopped instance of this one (MULTIPASS_DOUBLE_DATA, or --data), named NEW_NAME or NAME. Its layers
+    are hard-linked (copied when the folders are on different filesystems), its upper dir copied. For
+    test suites; not a Multipass command (see importer.py).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from multipass_double import hostutil, image, network, nspawn
+from multipass_double import hostutil, image, importer, network, nspawn
 from multipass_double.backend import Backend, kill_nspawns
 from multipass_double.config import Paths
 from multipass_double.errors import BackendError
@@ -119,6 +124,22 @@ def cmd_host_ip(env: Paths, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(env: Paths, args: argparse.Namespace) -> int:
+    dest = Paths(data=Path(args.data).resolve(), images=env.images) if args.data else env
+    try:
+        done = importer.import_instance(dest, Path(args.source), args.name, args.new_name)
+    except OSError as exc:
+        raise BackendError(f"{exc.filename or ''}: {exc.strerror}".lstrip(": ")) from exc
+    if not done.linked:
+        print(
+            f"multipass-double import: {done.source_data} and {dest.data} are on different filesystems: "
+            "the layers were copied, not hard-linked",
+            file=sys.stderr,
+        )
+    print(done.summary(), end="")
+    return 0
+
+
 def cmd_status(env: Paths, _args: argparse.Namespace) -> int:
     print("\n".join(_status_lines(env)))
     return 0
@@ -135,10 +156,21 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild even if it exists")
     sub.add_parser("status", help="what of the double exists on this host")
     sub.add_parser("host-ip", help="the host's address on the data folder's bridge (creates the network if needed)")
+    imp = sub.add_parser("import", help="make a Stopped instance of another data folder an instance of this one")
+    imp.add_argument("--from", dest="source", required=True, metavar="OTHER_DATA_FOLDER", help="its data folder")
+    imp.add_argument("--as", dest="new_name", metavar="NEW_NAME", help="its name here (default: NAME)")
+    imp.add_argument("--data", help="this data folder (default: MULTIPASS_DOUBLE_DATA)")
+    imp.add_argument("name", metavar="NAME", help="the instance in OTHER_DATA_FOLDER")
     return top
 
 
-COMMANDS = {"down": cmd_down, "build-image": cmd_build_image, "status": cmd_status, "host-ip": cmd_host_ip}
+COMMANDS = {
+    "down": cmd_down,
+    "build-image": cmd_build_image,
+    "status": cmd_status,
+    "host-ip": cmd_host_ip,
+    "import": cmd_import,
+}
 
 
 def main(argv: list[str]) -> int:

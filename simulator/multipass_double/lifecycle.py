@@ -443,7 +443,8 @@ def cmd_delete(ctx: Context, args: list[str]) -> int:
 
 
 def _delete_snapshot(ctx: Context, name: str, snap: str) -> None:
-    with ctx.store.locked() as st:
+    # Under the instance's lock: its layers are in use by whoever holds it (a boot, an import).
+    with ctx.store.instance_lock(name), ctx.store.locked() as st:
         rec = st["instances"][name]
         if snap not in rec["snapshots"]:
             raise failed("delete", f"No such snapshot: {name}.{snap}")

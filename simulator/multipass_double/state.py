@@ -52,9 +52,11 @@ class Store:
             return json.loads(json.dumps(state))
 
     @contextlib.contextmanager
-    def instance_lock(self, name: str) -> Iterator[None]:
+    def instance_lock(self, name: str, *, shared: bool = False) -> Iterator[None]:
+        """Exclusive for anything that changes the instance; ``shared`` for readers of its disk (import), which
+        may run together but never while the instance is started, cloned, snapshotted, restored or deleted."""
         self._ensure_dirs()
-        with _flock(self.paths.instances / f".{name}.lock"):
+        with _flock(self.paths.instances / f".{name}.lock", shared=shared):
             yield
 
     def _load(self) -> dict[str, Any]:
@@ -121,10 +123,10 @@ def _reset_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
+def _flock(path: Path, shared: bool = False) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
