@@ -106,7 +106,7 @@ def links_and_escapes(target_dir: str, key_var: str) -> bytes:
     """Links of every kind in ~/output, its credential under file and link names, terminal escape sequences
     on stdout; then collect.sh rewritten so that results.tar and output.tar carry the long-symlink-chain
     escape aimed at ``target_dir`` (the host folder of the canary), links named like the files the host
-    keeps, a non-numeric commit count and a 10 MB agent version."""
+    keeps, names 1000 levels deep, a non-numeric commit count and a 10 MB agent version."""
     return program(
         f"TARGET = {target_dir!r}\nKEY = os.environ[{key_var!r}]",
         r'''
@@ -135,6 +135,8 @@ def forged_output(tar):
     for info, data in output:
         tar.addfile(info, io.BytesIO(data) if data is not None else None)
     escape_chain(tar, TARGET)
+    for i in range(20):  # 1000 levels deep, alternating between two trees: each one walked from the top
+        member(tar, "/".join(["xy"[i % 2]] * 1000) + "/deep%d" % i, b"deep\n")
 
 write_tar(WORK + "/output.forged", forged_output, tarfile.GNU_FORMAT)
 

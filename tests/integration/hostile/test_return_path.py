@@ -117,6 +117,7 @@ def test_links_and_escape_chains_are_skipped_and_listed(runs):
     codes = warning_codes(record)
     assert {"unsafe_name", "bad_commits", "claim_too_large"} <= codes, codes
     assert record["agent"]["version"] is None  # 10 MB of it: ignored, not cut and kept
+    assert any(w["code"] == "unsafe_name" and "levels deep" in w["message"] for w in record["warnings"])
     # Escape sequences from the agent reach the record as data, never the terminal raw.
     assert "\x1b]52" in record["result_text"]
     assert "\x1b" not in s.done.text and "\x9b" not in s.done.text

@@ -1,8 +1,10 @@
 """Unit tests of the return-path fixes found by the hostile-agent tests (tests/integration/hostile): a record
-holding text that is not UTF-8, credentials in the names of what the agent left, collect.sh's member order."""
+holding text that is not UTF-8, credentials in the names of what the agent left, collect.sh's member order,
+the extractor's open folders and depth limit."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from agentvm import textsafe
 from agentvm.run import collect, record
+from agentvm.run.extract import MAX_DEPTH, Limits, extract
 from agentvm.settings import REPO
 
 
@@ -78,3 +81,50 @@ def test_collect_sh_with_nothing_but_output(tmp_path):
     subprocess.run(["sh", str(script), str(work)], env={**os.environ, "HOME": str(home)}, check=True)
     with tarfile.open(work / "results.tar") as tar:
         assert tar.getnames() == ["output.tar"]
+
+
+# -- the extractor keeps the folders of the previous member open; names deeper than MAX_DEPTH are refused ------
+
+
+def _tar(path: Path, names: list[str]) -> Path:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            if name.endswith("/"):
+                info.type = tarfile.DIRTYPE
+            else:
+                info.size = len(name.encode())
+            tar.addfile(info, io.BytesIO(name.encode()) if not name.endswith("/") else None)
+    return path
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_members_that_come_and_go_between_folders_land_where_they_belong(tmp_path):
+    names = ["a/b/c/1", "a/b/c/2", "a/b/3", "a/x/4", "a/b/c/5", "top", "a/b/c/d/e/6", "q/", "q/r/7", "a/8"]
+    fds = _open_fds()
+    report = extract(_tar(tmp_path / "t.tar", names), tmp_path / "dest", Limits(max_bytes=1 << 20))
+    assert _open_fds() == fds
+    assert report.warnings == [] and report.files == 9
+    for name in names:
+        if not name.endswith("/"):
+            assert (tmp_path / "dest" / name).read_text() == name
+
+
+def test_a_file_in_the_way_of_a_folder_is_a_warning_and_later_members_still_land(tmp_path):
+    names = ["a/f", "a/f/inside", "a/g"]
+    report = extract(_tar(tmp_path / "t.tar", names), tmp_path / "dest", Limits(max_bytes=1 << 20))
+    assert [w["code"] for w in report.warnings] == ["not_created"]
+    assert (tmp_path / "dest" / "a" / "g").read_text() == "a/g"
+
+
+def test_names_deeper_than_the_limit_are_refused(tmp_path):
+    deep = "/".join(["d"] * MAX_DEPTH) + "/too-deep"
+    fine = "/".join(["d"] * (MAX_DEPTH - 1)) + "/fine"
+    report = extract(_tar(tmp_path / "t.tar", [deep, fine]), tmp_path / "dest", Limits(max_bytes=1 << 20))
+    assert [(w["code"], w["message"].endswith(f"more than {MAX_DEPTH} levels deep")) for w in report.warnings] == [
+        ("unsafe_name", True)
+    ]
+    assert (tmp_path / "dest" / fine).read_text() == fine
