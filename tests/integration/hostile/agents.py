@@ -263,3 +263,19 @@ print("working on it", flush=True)
 time.sleep(600)
 ''',
     )
+
+
+def garbage_results(mib: int) -> bytes:
+    """collect.sh rewritten: results.tar is ``mib`` MiB of random bytes (a regular file: a link to a device
+    or a FIFO makes Ansible's fetch fall back to slurp, which reads it whole in the VM; not run here)."""
+    return program(
+        f"MIB = {mib}",
+        r'''
+print("agent done")
+forge_collect(f"MIB = {MIB}\n" + r"""
+with open(WORK + "/results.tar", "wb") as fh:
+    for _ in range(MIB):
+        fh.write(os.urandom(1 << 20))
+""")
+''',
+    )

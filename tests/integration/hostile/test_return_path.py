@@ -1,7 +1,7 @@
 """Hostile agents against the return path, on the double: what comes back from the VM is made by the agent
 (links, escape chains, compression bombs, floods, forged records, processes left behind to rewrite them).
 
-The six runs start together (one fake golden, MAX_VMS high enough for all) and each test checks one of them.
+The seven runs start together (one fake golden, MAX_VMS high enough for all) and each test checks one of them.
 Every run must leave the host as it found it outside its run folder (a sandbox holding a canary and the runs
 folder is compared entry by entry), keep the agentvm process tree under MAX_RSS_MB, write a valid
 result.json, exit with the code docs/run.md gives for its status, print no traceback, leave no instance
@@ -59,6 +59,7 @@ def _scenarios(session_env: dict[str, str], tmp: Path, hook_url: str) -> list[Sc
         ("forged-exit-code", agents.forged_exit_code_and_bomb(BOMB_MIB), {"AGENTVM_MAX_RESULT_MB": "64"}),
         ("summary-list", agents.summary_rewritten_by_background("[1]"), {}),
         ("timeout-forged", agents.timeout_forged_as_success(), {"TIMEOUT": "5", "ALERT_WEBHOOK_URL": hook_url}),
+        ("garbage", agents.garbage_results(50), {"AGENTVM_MAX_RESULT_MB": "5"}),
     ]
     out = []
     for name, program, extra in plans:
@@ -183,3 +184,11 @@ def test_a_timeout_rewritten_as_success_is_still_a_timeout(runs, hook):
     assert record["agent"]["exit_code"] == 0  # the forged summary did land: the host's clock decided
     alerts = [b for b in hook.bodies if b.get("run_id") == record["run_id"]]
     assert len(alerts) == 1 and alerts[0]["status"] == "timed_out", hook.bodies
+
+
+def test_garbage_larger_than_the_limit_as_results_tar_is_cut_and_refused(runs):
+    s = runs["garbage"]
+    record = _contained(s, exit_code=3)
+    assert (record["status"], record["error"]["phase"]) == ("infra_failed", "fetch")
+    assert {"results_cut", "bad_archive"} <= warning_codes(record)
+    assert folder_bytes(run_folder(s.sandbox)) < MIB
