@@ -6,8 +6,8 @@ double trace:
 - ``make-run``: ``make run`` with Jinja, shell and make syntax in the prompt (several lines), AGENT_COMMAND,
   MODEL (through ``{model}``), the credential's value and the workspace folder's name; verbosity 4 and
   TIMEOUT=7200 (the agent task's connection timeout must follow TIMEOUT);
-- ``sigint``: Ctrl-C (SIGINT to the whole process group) while the agent runs; before it, ``agentvm clean``
-  of another state folder and of its own must leave the live run alone;
+- ``sigint``: Ctrl-C (SIGINT to the whole process group) while the agent runs; before it, ``make clean``
+  with another state folder and with its own must leave the live run alone;
 - ``double-sigint``: Ctrl-C twice, the second while a slow delete (MULTIPASS_DOUBLE_LATENCY=delete=20) runs;
 - ``kill9``: SIGKILL to the whole process group, then ``make clean``.
 
@@ -34,7 +34,6 @@ import pytest
 
 from tests.conftest import REPO
 from tests.integration.hostile.harness import (
-    AGENTVM,
     SHARED_PLACES,
     Finished,
     Launched,
@@ -166,7 +165,7 @@ def _start_sleeper(s: Secrets) -> Launched:
 
 
 def _clean(env: dict[str, str], logs: Path, **extra: str) -> Finished:
-    return Launched([*AGENTVM, "clean"], {**env, **extra}, logs).finish(timeout=300)
+    return launch(["make", "clean"], {**env, **extra}, logs).finish(timeout=300)
 
 
 def _sigint(s: Secrets) -> None:
