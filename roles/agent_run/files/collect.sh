@@ -15,4 +15,11 @@ if git -C "$ws" rev-parse -q --verify refs/tags/agentvm-baseline >/dev/null 2>&1
 fi
 mkdir -p "$HOME/output"
 tar -C "$HOME/output" -cf "$work/output.tar" .
-cd "$work" && tar -cf results.tar --ignore-failed-read $(ls agent-summary.json stdout.log stderr.log agent_version workspace.patch workspace-commits.mbox commits output.tar 2>/dev/null)
+# The host cuts the archive at AGENTVM_MAX_RESULT_MB: the small records first, then the agent's streams and
+# the patch, ~/output last, so that a large ~/output is what gets cut (`ls` would sort them by name).
+cd "$work" || exit 1
+set --
+for name in agent-summary.json agent_version commits stdout.log stderr.log workspace.patch workspace-commits.mbox output.tar; do
+  if [ -e "$name" ]; then set -- "$@" "$name"; fi
+done
+tar -cf results.tar --ignore-failed-read "$@"

@@ -52,16 +52,31 @@ def collect(staging: Path, run_dir: Path, max_bytes: int, max_members: int = 100
 
 
 def redact_tree(root: Path, redactor: textsafe.Redactor) -> list[str]:
-    """Redact the secrets from every regular file below ``root``; the files changed (relative paths)."""
+    """Redact the secrets from every regular file below ``root``, and from the names of its files and folders
+    (the agent chose them); the entries changed (relative paths, as they were)."""
     changed = []
     if not redactor:
         return changed
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root, topdown=False):  # a folder is renamed after what it holds
         for name in files:
             path = Path(dirpath) / name
             if is_plain_file(path) and redactor.file(path):
                 changed.append(str(path.relative_to(root)))
+        for name in [*files, *dirs]:
+            clean = redactor.text(name)
+            if clean != name:
+                _rename_free(Path(dirpath), name, clean)
+                changed.append(str((Path(dirpath) / name).relative_to(root)))
     return changed
+
+
+def _rename_free(folder: Path, name: str, new: str) -> None:
+    """Rename ``folder/name`` to ``new`` (or ``new.1``, ``new.2``, ... when taken), without following links."""
+    target, n = new, 0
+    while os.path.lexists(folder / target):
+        n += 1
+        target = f"{new}.{n}"
+    os.rename(folder / name, folder / target)
 
 
 def remove_tree(path: Path) -> None:

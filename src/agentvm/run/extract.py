@@ -4,9 +4,14 @@ Not based on ``tarfile``: tarformat.py reads the headers, with every size bounde
 memory. Only regular files and directories are created, each
 under a directory file descriptor with ``O_NOFOLLOW`` (and files with ``O_EXCL``), so no member can write
 outside the destination, whatever links, ``..``, absolute names or duplicates the archive holds. Links,
-devices and FIFOs are skipped; names that are absolute, contain ``..`` or control characters, or are too
-long are refused; caps on total bytes, members and single files are enforced while reading. Everything
-skipped or truncated becomes a warning; nothing here raises on bad input.
+devices and FIFOs are skipped; names that are absolute, contain ``..`` or control characters, are too
+long or too deep are refused; caps on total bytes, members and single files are enforced while reading.
+Everything skipped or truncated becomes a warning; nothing here raises on bad input.
+
+The folders of the previous member stay open, so a member is reached by opening only the levels it does not
+share with the previous one (tar writes folders depth first): the cost of an archive is about its number of
+members, not members times depth, and MAX_DEPTH bounds the worst case (an archive that alternates between
+unrelated deep names).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from agentvm.run.tarformat import (
 
 MAX_NAME = 4096
 MAX_COMPONENT = 255
+MAX_DEPTH = 64  # folder levels of one name
 _BAD_NAME = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -75,39 +81,58 @@ def safe_parts(name: str) -> list[str] | str:
         return "the name contains .."
     if any(len(p.encode("utf-8", "surrogateescape")) > MAX_COMPONENT for p in parts):
         return f"a part of the name is longer than {MAX_COMPONENT} bytes"
+    if len(parts) > MAX_DEPTH:
+        return f"the name is more than {MAX_DEPTH} levels deep"
     return parts
 
 
 class Writer:
-    """Creates directories and files below one destination directory, through directory file descriptors."""
+    """Creates directories and files below one destination directory, through directory file descriptors.
+    The directories of the last parent path stay open (``_chain``) for the next member."""
 
     def __init__(self, dest: Path) -> None:
         dest.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        self._chain: list[tuple[str, int]] = []
 
     def close(self) -> None:
+        self._cut(0)
         os.close(self.root)
 
-    def _parent(self, parts: list[str]) -> int:
-        """An open fd of the directory that holds ``parts[-1]``, creating real directories on the way."""
-        fd = os.dup(self.root)
-        try:
-            for part in parts[:-1]:
-                fd = self._enter(fd, part)
-        except BaseException:
+    def _cut(self, keep: int) -> None:
+        for _part, fd in self._chain[keep:]:
             os.close(fd)
-            raise
-        return fd
+        del self._chain[keep:]
+
+    def _parent(self, parts: list[str]) -> int:
+        """An open fd (the caller's) of the directory that holds ``parts[-1]``, creating real directories on
+        the way; only the levels not shared with the previous member are opened."""
+        wanted = parts[:-1]
+        shared = 0
+        while shared < min(len(wanted), len(self._chain)) and self._chain[shared][0] == wanted[shared]:
+            shared += 1
+        self._cut(shared)
+        for part in wanted[shared:]:
+            fd = self._chain[-1][1] if self._chain else self.root
+            self._chain.append((part, self._open_dir(fd, part)))
+        return os.dup(self._chain[-1][1] if self._chain else self.root)
 
     @staticmethod
-    def _enter(fd: int, part: str) -> int:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(part, 0o755, dir_fd=fd)
+    def _open_dir(fd: int, part: str) -> int:
+        """The directory ``part`` in ``fd`` (created if missing; never a link), opened; ``fd`` stays open."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
         try:
-            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            return os.open(part, flags, dir_fd=fd)
+        except FileNotFoundError:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+            return os.open(part, flags, dir_fd=fd)
+
+    def _enter(self, fd: int, part: str) -> int:
+        try:
+            return self._open_dir(fd, part)
         finally:
             os.close(fd)
-        return child
 
     def directory(self, parts: list[str]) -> None:
         os.close(self._enter(self._parent(parts), parts[-1]))

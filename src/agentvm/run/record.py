@@ -10,6 +10,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from agentvm.settings import REPO
 
 SCHEMA = REPO / "schemas" / "result.schema.json"
 SCHEMA_VERSION = 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @functools.cache
@@ -49,8 +51,26 @@ def location(run_dir: Path) -> dict[str, str]:
     return {"host": socket.gethostname(), "folder": str(run_dir)}
 
 
+def _encodable(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    return value
+
+
 def write(path: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """Validate and write ``record`` (atomically); on a validation failure write the fallback instead."""
+    """Validate and write ``record`` (atomically); on a validation failure write the fallback instead.
+
+    Text from the VM can hold lone surrogates (names that are not UTF-8, decoded with surrogateescape; JSON
+    escapes such as ``\\udcff``): they are replaced, so the record can always be written and printed."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        record = _encodable(record)
     try:
         validate(record)
     except Exception as exc:
