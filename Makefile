@@ -77,5 +77,5 @@ runs: $(STAMP) ## List recent runs: id, status, agent, duration, first line of t
 show: $(STAMP) ## Print one run's summary (RUN=<id>, a unique prefix, or last)
 	@$(AGENTVM) show
 
-bench: $(STAMP) ## Orchestration overhead and batch wall times on the double's realistic latency (figures only)
+bench: $(STAMP) ## Orchestration overhead, batch wall times (the double's realistic latency), the proxy's added latency (figures only)
 	@$(VENV_BIN)/python scripts/bench_ops.py
