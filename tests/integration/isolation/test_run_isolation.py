@@ -23,7 +23,8 @@ import pytest
 from tests.conftest import DOUBLE_BIN, REPO
 from tests.integration.isolation.conftest import IsolatedRuns, Outside, RunResult, nft_mentions, sh
 
-pytestmark = [pytest.mark.double, pytest.mark.slow]
+# One worker for the whole module under xdist: its runs are module fixtures shared by the tests.
+pytestmark = [pytest.mark.double, pytest.mark.slow, pytest.mark.xdist_group("isolation-runs")]
 MARKER = f"sk-ant-isoe2e-{uuid.uuid4().hex}"
 PATTERN = "[s]" + MARKER[1:]  # matches the marker, never itself: the agent's orders never hold the marker
 ANSWER = "streamed through the proxy in pieces"
@@ -275,6 +276,37 @@ def test_run_the_record_counts_what_the_proxy_and_the_rules_did(allowlist_run, d
     assert not allowlist_run.rules_left and not deny_run.rules_left  # no rule of a finished run
     assert_no_rules_left(allowlist_run.run_id)
     assert_no_rules_left(deny_run.run_id)
+
+
+def test_run_direct_credentials_allow_the_agents_api_host_through_the_proxy_and_nothing_more(isolated_runs, outside):
+    """CREDENTIALS=direct (an explicit choice: the key enters the VM) under the default deny: the API host of the
+    host's base URL is allowed through the forward proxy, with its port; other hosts stay refused."""
+    key = f"sk-ant-direct-{uuid.uuid4().hex}"
+    steps = [
+        ["env", None],
+        [
+            "fetch",
+            {"urls": [{"url": f"http://{outside.address}:8080/api-host"}, {"url": f"http://{outside.address}/"}]},
+        ],
+    ]
+    env = {
+        "CREDENTIALS": "direct",
+        "AGENT_CREDENTIALS": "ANTHROPIC_API_KEY",
+        "ANTHROPIC_API_KEY": key,
+        "ANTHROPIC_BASE_URL": f"http://{outside.address}:8080",
+    }
+    run = isolated_runs.run(steps, env)
+    assert run.proc.returncode == 0, run.proc.stderr[-4000:]
+    assert run.record["credentials"] == {"mode": "direct", "names": ["ANTHROPIC_API_KEY"]}
+    assert run.report["env"]["token_prefix"] == key[:8]  # the key itself, as asked
+    api_host, other = run.report["fetch"]
+    assert (api_host["http_code"], api_host["body"]) == ("200", "outside 8080 /api-host\n"), api_host
+    assert other["http_code"] == "403", other
+    egress = run.record["egress"]
+    assert egress["mode"] == "allowlist" and egress["allowed_hosts"] == [f"{outside.address}:8080"], egress
+    assert (egress["allowed"], egress["denied"], egress["enforced"]) == (1, 1, True), egress
+    assert files_containing(run.folder, key.encode()) == []  # redacted from what came back
+    assert_no_rules_left(run.run_id)
 
 
 # -- 4: the proxy streams ------------------------------------------------------------------------------------
