@@ -84,7 +84,7 @@ runs: $(STAMP) ## List recent runs: id, status, agent, duration, first line of t
 show: $(STAMP) ## Print one run's summary (RUN=<id>, a unique prefix, or last)
 	@$(AGENTVM) show
 
-bench: $(STAMP) ## Orchestration overhead and batch wall times on the double's realistic latency (figures only)
+bench: $(STAMP) ## Orchestration overhead, batch wall times (the double's realistic latency), the proxy's added latency (figures only)
 	@$(VENV_BIN)/python scripts/bench_ops.py
 
 service: $(STAMP) ## Temporal dev server and this host's worker, in the foreground (DETACH=1: in the background)

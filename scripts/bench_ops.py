@@ -6,9 +6,11 @@
     the union of the intervals of every `multipass` invocation of the run, so the agent's `exec` counts as
     Multipass/agent time), compared with a minimal shell script making the same Multipass calls.
 (b) wall time of batches of 1, 4 and 8 runs with MAX_VMS = 1, 2, 4.
+(c) the credential proxy's added latency per request on loopback (scripts/bench_proxy.py at a small size).
 
 Environment: BENCH_RUNS (overhead samples, default 3), BENCH_BATCHES (default "1,4,8"), BENCH_CAPS ("1,2,4"),
-BENCH_LATENCY (default "realistic"), BENCH_JSON (write the figures there).
+BENCH_LATENCY (default "realistic"), BENCH_PROXY_N (requests per proxy case, default 200; 0 skips (c)),
+BENCH_JSON (write the figures there).
 """
 
 from __future__ import annotations
@@ -120,6 +122,25 @@ def machine() -> str:
     return f"{platform.system()} {platform.release()}, {os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB"
 
 
+def proxy_latency(n: int) -> dict:
+    """(c): scripts/bench_proxy.py with ``n`` requests per case; its lines are printed as they are."""
+    with tempfile.TemporaryDirectory(prefix="agentvm-bench-proxy-") as folder:
+        out = Path(folder) / "proxy.json"
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "bench_proxy.py"), "-n", str(n), "--json", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        for line in proc.stdout.splitlines():
+            print(f"(c) {line}", flush=True)
+        if proc.returncode != 0:
+            print(f"(c) the proxy benchmark failed: {proc.stderr.strip()[-500:]}", flush=True)
+            return {"error": proc.stderr.strip()[-500:]}
+        return json.loads(out.read_text())
+
+
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="agentvm-bench-"))
     data = REPO / ".cache" / f"bench-ops-{uuid.uuid4().hex[:6]}"
@@ -139,7 +160,13 @@ def main() -> int:
         env.pop(var, None)
     golden = f"{prefix}-golden"
     try:
-        for argv in (["launch", "--name", golden], ["stop", golden]):
+        # A plain instance stands in for the golden: launched, stopped and sealed (runs clone the sealed state).
+        manifest = json.dumps({"schema": 1, "build_id": f"bench-{prefix}", "built_at": "2026-01-01T00:00:00Z"})
+        for argv in (
+            ["launch", "--name", golden],
+            ["stop", golden],
+            ["snapshot", "--name", "sealed", "--comment", manifest, golden],
+        ):
             subprocess.run([str(DOUBLE), *argv], env=env, check=True, capture_output=True)
         env["MULTIPASS_DOUBLE_LATENCY"] = os.environ.get("BENCH_LATENCY", "realistic")
         figures: dict = {
@@ -163,6 +190,9 @@ def main() -> int:
                 wall = batch_wall(env, work, size, cap)
                 figures["batches"][f"{size}@{cap}"] = wall
                 print(f"(b) batch of {size} with MAX_VMS={cap}: {wall} s", flush=True)
+        proxy_n = int(os.environ.get("BENCH_PROXY_N", "200"))
+        if proxy_n > 0:
+            figures["proxy"] = proxy_latency(proxy_n)
         if os.environ.get("BENCH_JSON"):
             Path(os.environ["BENCH_JSON"]).write_text(json.dumps(figures, indent=2) + "\n")
         return 0

@@ -21,7 +21,9 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from agentvm import textsafe
 from agentvm.host import egress, egress_host
 from agentvm.host.isolation import EgressPolicy
 from agentvm.host.proxy import CredentialProxy, upstream_for_variable
@@ -79,11 +81,39 @@ class Isolation:
             upstreams.append(upstream_for_variable(name, value, base_url=base))
         return upstreams, direct
 
+    def _direct_api_hosts(self) -> list[str]:
+        """Allowlist entries for the APIs of credentials delivered as they are (``CREDENTIALS=direct``): the agent
+        reaches its API through the forward proxy, so the API's host (the host's base URL, else the provider's
+        endpoint) must be allowed, with its port when the URL names one."""
+        if self.mode == "proxy":
+            return []  # the API side of the proxy serves them
+        entries = []
+        for name, value in self.secrets.items():
+            try:
+                probe = upstream_for_variable(name, value)
+            except ValueError:
+                continue  # no provider for this variable: the user names its host in EGRESS
+            base = next((self.host_env[v] for v in probe.base_url_vars if self.host_env.get(v)), probe.base_url)
+            try:
+                url = urlsplit(base)
+                host, port = url.hostname, url.port
+            except ValueError:
+                host, port = None, None
+            if not host:
+                raise IsolationError(f"the API base URL for {name} has no host: {textsafe.one_line(base, 200)}")
+            entry = f"[{host}]" if ":" in host else host
+            entries.append(f"{entry}:{port}" if port else entry)
+        return entries
+
     def setup(self, vm_ip: str | None) -> dict[str, str]:
         """Start the proxy, apply the rules; the environment for the agent's process in the VM."""
         upstreams, direct = self._upstreams()
         if not self.needed:
             return direct
+        try:
+            self.policy = self.policy.with_hosts(self._direct_api_hosts())
+        except ValueError as exc:
+            raise IsolationError(f"the agent's API cannot be allowed through the proxy: {exc}") from None
         if not vm_ip:
             raise IsolationError("the clone has no IPv4 address: cannot isolate it")
         try:

@@ -7,6 +7,10 @@ always remove, whatever happens.
              FORWARD ACCEPT rules for the bridge like Multipass's) with two "VM" namespaces on it (198.18.N.2 and
              .3). Routing between the bridge and the outside host uses per-interface forwarding only.
 ``table``    a private nftables table name for this module (the real default ``agentvm`` is left alone).
+``isolated_runs``  ``agentvm run`` on the double (a fake golden per module) with AGENT=custom running vm_agent.py
+             from the run's workspace; its orders are the prompt. While a run lasts, the harness flushes the VM's
+             firewall from the host (in the VM's network namespace) when the agent asks, for guests without nft.
+``model_mock``  the model-API mock on the host's address on the double's bridge (where the proxy forwards).
 
 Tests that need root (these fixtures, nft) are marked ``double`` in their modules: ``make test-unit`` deselects
 them, and a full run where they cannot run fails with the reason instead of skipping them.
@@ -22,6 +26,8 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from simulator.mocks.model_api import MockServer, make_server
+from tests.conftest import DOUBLE_ADMIN, REPO
 
 HERE = Path(__file__).parent
 NETCLIENT = HERE / "netclient.py"
@@ -290,3 +299,163 @@ def nft_text(family: str, table: str) -> str:
     """``nft list table`` output, or '' when the table does not exist."""
     proc = sh("nft", "list", "table", family, table, check=False)
     return proc.stdout if proc.returncode == 0 else ""
+
+
+# -- `agentvm run` on the Multipass double, isolated (the test_run_*.py modules) -----------------------------
+
+VM_AGENT = HERE / "vm_agent.py"
+
+
+@dataclass
+class RunResult:
+    """One finished ``agentvm run``: its process, run folder, ``result.json`` and the agent's report."""
+
+    proc: subprocess.CompletedProcess
+    folder: Path
+    record: dict
+    report: dict
+    requests: list[dict] = field(default_factory=list)  # what the model-API mock received during the run
+    responses: list[dict] = field(default_factory=list)
+    rules_left: bool = False  # whether the host's ruleset still named the run right after it
+    stolen: dict = field(default_factory=dict)  # what the run was given of an earlier run's
+
+    @property
+    def run_id(self) -> str:
+        return self.folder.name
+
+    def egress_log(self) -> list[dict]:
+        path = self.folder / "egress.log"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+class IsolatedRuns:
+    """``agentvm run`` (AGENT=custom running vm_agent.py from the run's workspace) against a fake golden.
+
+    ``run(steps, env)`` gives the agent its orders (vm_agent.py's steps) as the prompt; ``popen`` starts one
+    without waiting (its own process group, for ``kill -9``)."""
+
+    def __init__(self, env: dict[str, str], root: Path) -> None:
+        self.env = env
+        self.runs = root / "runs"
+        self.workspace = root / "workspace"
+        self.workspace.mkdir()
+        for source in (VM_AGENT, NETCLIENT):
+            shutil.copy(source, self.workspace / source.name)
+        self.trace = root / "trace.jsonl"
+
+    def full_env(self, env: dict[str, str] | None) -> dict[str, str]:
+        full = {**self.env, "AGENTVM_RUNS_DIR": str(self.runs), "PYTHONPATH": str(REPO / "src")}
+        for name in ("CREDENTIALS", "EGRESS", "AGENT_CREDENTIALS", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
+            full.pop(name, None)  # the defaults, unless a test names them
+        full.update(AGENT="custom", AGENT_COMMAND="python3 vm_agent.py", MULTIPASS_DOUBLE_TRACE=str(self.trace))
+        full.update(env or {})
+        return full
+
+    def argv(self, steps: list) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "agentvm",
+            "run",
+            "--workspace",
+            str(self.workspace),
+            json.dumps({"steps": steps}),
+        ]
+
+    def folders(self) -> set[Path]:
+        """The run folders (not the runs' staging folders beside them)."""
+        return {p for p in self.runs.iterdir() if not p.name.startswith(".")} if self.runs.exists() else set()
+
+    def run(self, steps: list, env: dict[str, str] | None = None, timeout: float = 900) -> RunResult:
+        """One run to its end; meanwhile, flushes the VM's firewall when the agent asks (vm_agent's host_flush)."""
+        before = self.folders()
+        with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+            proc = self.popen(steps, env, stdout=out_file, stderr=err_file)
+            try:
+                self._serve(proc, before, time.monotonic() + timeout)
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, 9)
+                    proc.wait(30)
+            out, err = (_read_all(f) for f in (out_file, err_file))
+        [folder] = self.folders() - before
+        record = json.loads((folder / "result.json").read_text())
+        report_file = folder / "output" / "report.json"
+        report = json.loads(report_file.read_text()) if report_file.exists() else {}
+        return RunResult(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), folder, record, report)
+
+    def _serve(self, proc: subprocess.Popen, before: set[Path], deadline: float) -> None:
+        flushed = False
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError("agentvm run did not finish in time")
+            if not flushed:
+                flushed = self._flush_if_asked(before)
+            time.sleep(0.2)
+
+    def leader_pid(self, run_id: str) -> int | None:
+        """The init process of the run's instance in the double (None until it runs)."""
+        name = f"{self.env['AGENTVM_PREFIX']}-run-{run_id}"
+        runtime = Path(self.env["MULTIPASS_DOUBLE_DATA"]) / "instances" / name / "runtime.json"
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            return int(json.loads(runtime.read_text())["leader_pid"])
+        return None
+
+    def _flush_if_asked(self, before: set[Path]) -> bool:
+        """Root in the VM's network namespace: ``nft flush ruleset`` and ``iptables -F``, when the agent asks."""
+        new = self.folders() - before
+        leader = self.leader_pid(next(iter(new)).name) if new else None
+        if leader is None:
+            return False
+        tmp = Path(f"/proc/{leader}/root/tmp")
+        if not (tmp / "agentvm-flush-request").exists():
+            return False
+        said = {}
+        for argv in (["nft", "flush", "ruleset"], ["iptables", "-F"]):
+            done = sh("nsenter", "-t", str(leader), "-n", *argv, check=False)
+            said[argv[0]] = {"rc": done.returncode, "stderr": done.stderr[-500:]}
+        (tmp / "agentvm-flush-done.tmp").write_text(json.dumps(said))
+        (tmp / "agentvm-flush-done.tmp").rename(tmp / "agentvm-flush-done")
+        return True
+
+    def popen(self, steps: list, env: dict[str, str] | None = None, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
+        """Started in a process group of its own (so a test can ``kill -9`` all of it)."""
+        return subprocess.Popen(
+            self.argv(steps),
+            env=self.full_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
+        )
+
+
+def _read_all(fh) -> str:
+    fh.seek(0)
+    return fh.read()
+
+
+@pytest.fixture(scope="module")
+def isolated_runs(fake_golden, tmp_path_factory) -> IsolatedRuns:
+    return IsolatedRuns(fake_golden, tmp_path_factory.mktemp("isolated-runs"))
+
+
+@pytest.fixture(scope="module")
+def model_mock(fake_golden, tmp_path_factory) -> Iterator[MockServer]:
+    """The model-API mock (simulator/mocks/model_api.py) on the host's address on the double's bridge."""
+    host = subprocess.run(
+        [sys.executable, str(DOUBLE_ADMIN), "host-ip"], env=fake_golden, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    server = make_server(host, 0, tmp_path_factory.mktemp("model-mock"), {"text": "hello from the mock"})
+    thread = threading.Thread(target=server.serve_forever, name="model-mock", daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def nft_mentions(text: str) -> bool:
+    """Whether the host's whole ruleset (every table, every family) mentions ``text`` anywhere."""
+    return text in sh("nft", "list", "ruleset").stdout
