@@ -6,7 +6,7 @@ Layout of one instance's folder ``Paths.instance_dir(name)`` (the backend owns e
 ``record.json``, which does not exist: records live in ``Paths.state_file``):
     upper/ work/   overlayfs upper and work dirs (the instance's own "disk")
     merged/        the overlay mount point while the instance runs
-    seed/          NoCloud seed: ``user-data``, ``meta-data`` (bind-mounted read-only at
+    seed/          NoCloud seed: ``user-data``, ``meta-data``, ``network-config`` (bind-mounted read-only at
                    /var/lib/cloud/seed/nocloud in the container)
     console.log    systemd-nspawn's output
     runtime.json   {"nspawn_pid": int, "leader_pid": int, "boot_id": str, "started_at": float} while running
@@ -167,7 +167,7 @@ class Backend:
         return sorted(addresses, key=lambda a: 0 if net and net.contains(a) else 1)
 
     def runtime_info(self, spec: InstanceSpec) -> dict[str, Any]:
-        """For a running instance: {"cpu_count": str, "load": [float, float, float],
+        """For a running instance: {"cpu_count": str, "load": "0.01 0.05 0.10" (/proc/loadavg's first three),
         "memory": {"total": int, "used": int}, "disk": {"total": str, "used": str}, "release": str}."""
         rt = nspawn.require_running(nspawn.Dirs(spec.directory), spec.name)
         try:
@@ -213,7 +213,7 @@ def parse_runtime_info(out: str) -> dict[str, Any]:
     disk = lines[3].split()
     return {
         "cpu_count": lines[0].strip(),
-        "load": [float(x) for x in lines[1].split()[:3]],
+        "load": " ".join(lines[1].split()[:3]),
         "memory": {"total": int(memory[1]), "used": int(memory[2])},
         "disk": {"total": disk[0], "used": disk[1]},
         "release": lines[4].strip() if len(lines) > 4 else "",

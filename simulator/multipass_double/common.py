@@ -151,7 +151,8 @@ class Context:
         return key.with_suffix(".pub").read_text().strip()
 
     def print(self, text: str) -> None:
-        self.out.write(text.encode())
+        # surrogateescape: bytes that came in undecodable (argv, a cut UTF-8 sequence) go out unchanged
+        self.out.write(text.encode("utf-8", "surrogateescape"))
         self.out.flush()
 
     def eprint(self, text: str) -> None:

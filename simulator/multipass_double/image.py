@@ -1,6 +1,6 @@
-"""The golden rootfs: debootstrapped Debian bookworm, fixed up to feel like an Ubuntu cloud image.
+"""The golden rootfs: debootstrapped Debian 13 (trixie), fixed up to feel like an Ubuntu cloud image.
 
-Built once per machine into ``<images>/debian-bookworm-r<RECIPE>/`` (``rootfs/`` + ``image.json``), under
+Built once per machine into ``<images>/debian-trixie-r<RECIPE>/`` (``rootfs/`` + ``image.json``), under
 ``<images>/build.lock``. The build happens in ``<images>/.build-*`` and is renamed into place only when it
 is complete, so an interrupted or failed build never leaves something that a later run would use; the
 next build removes such leftovers (killing processes still rooted in them and unmounting first).
@@ -23,9 +23,10 @@ from pathlib import Path
 from multipass_double import hostutil
 from multipass_double.errors import BackendError
 
-SUITE = "bookworm"
+SUITE = "trixie"
 # Bump whenever the recipe below changes: a new version means a new image directory (and hash).
-RECIPE_VERSION = 1
+# r1 was bookworm; r2 is trixie (its Node.js 20 is what Gemini CLI needs; closer to Ubuntu 24.04).
+RECIPE_VERSION = 2
 PACKAGES = [
     "systemd",
     "systemd-sysv",
@@ -276,17 +277,65 @@ def _fix_identity(rootfs: Path) -> None:
 
 
 def _copy_apt_config(rootfs: Path) -> None:
-    """The host's apt sources (when it is bookworm too) and its Acquire:: settings (no credentials)."""
-    host_sources = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
-    if host_sources and all(SUITE in p.read_text() for p in host_sources):
-        for path in host_sources:
-            shutil.copy(path, rootfs / "etc/apt/sources.list.d" / path.name)
-        (rootfs / "etc/apt/sources.list").write_text("")
+    """Apt sources for the guest's suite on the host's mirrors, and the host's Acquire:: settings (no
+    credentials)."""
+    sources = guest_sources(sorted(Path("/etc/apt/sources.list.d").glob("*.sources")))
+    if sources:
+        _write(rootfs / "etc/apt/sources.list.d/debian.sources", sources)
+        (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)  # debootstrap's one line, now in there
     for path in sorted(Path("/etc/apt/apt.conf.d").glob("*")):
         with contextlib.suppress(OSError, UnicodeDecodeError):
             text = path.read_text()
             if "Acquire::" in text and not re.search(r"(?i)password|token|auth", text):
                 shutil.copy(path, rootfs / "etc/apt/apt.conf.d" / path.name)
+
+
+def guest_sources(paths: list[Path], host_codename: str | None = None) -> str:
+    """The host's Debian archive stanzas (deb822) rewritten for SUITE: ``bookworm bookworm-updates`` ->
+    ``trixie trixie-updates``, ``bookworm-security`` -> ``trixie-security``. Only stanzas whose suites
+    are the host's own release (``host_codename``, default: the host's VERSION_CODENAME) are used, so
+    vendor repositories and backports are left out; "" when nothing is usable."""
+    codename = host_codename if host_codename is not None else _host_codename()
+    out = []
+    for path in paths:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            for stanza in re.split(r"\n\s*\n", path.read_text()):
+                rewritten = _rewrite_stanza(stanza, codename)
+                if rewritten:
+                    out.append(rewritten)
+    return "\n".join(out)
+
+
+def _host_codename() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("VERSION_CODENAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    return ""
+
+
+_POCKETS = ("", "-updates", "-security")
+
+
+def _rewrite_stanza(stanza: str, codename: str) -> str | None:
+    fields: dict[str, str] = {}
+    for line in stanza.splitlines():
+        if line.startswith("#") or ":" not in line or line[:1].isspace():
+            continue
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    lower = {k.lower(): v for k, v in fields.items()}
+    if lower.get("enabled", "yes").lower() == "no" or "deb" not in lower.get("types", "").split():
+        return None
+    suites = lower.get("suites", "").split()
+    pockets = [s[len(codename) :] for s in suites if codename and s.startswith(codename)]
+    if not suites or len(pockets) != len(suites) or not all(p in _POCKETS for p in pockets):
+        return None
+    new_suites = " ".join(SUITE + p for p in pockets)
+    keep = ("URIs", "Components", "Signed-By", "Architectures")
+    lines = ["Types: deb", f"Suites: {new_suites}"]
+    lines += [f"{k}: {v}" for k, v in fields.items() if k in keep]
+    return "\n".join(lines) + "\n"
 
 
 def _copy_ca_certificates(rootfs: Path) -> None:

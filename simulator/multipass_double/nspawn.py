@@ -156,12 +156,20 @@ def require_running(dirs: Dirs, name: str) -> Runtime:
 # -- boot ----------------------------------------------------------------------------------------
 
 
+# Like Multipass's (``make_cloud_init_network_config``, src/utils/yaml_node_utils.cpp): DHCPv4 on the
+# default interface only. Without it, cloud-init >= 24 falls back to DHCPv4 *and* DHCPv6, and ifupdown's
+# dhclient -6 waits forever for an answer no bridge of the double gives (the boot never finishes).
+# The interface is nspawn's ``host0`` (Multipass matches the MAC it generated; nspawn picks ours).
+NETWORK_CONFIG = "version: 2\nethernets:\n  host0:\n    dhcp4: true\n"
+
+
 def write_seed(dirs: Dirs, user_data: str, meta_data: dict[str, str], name: str) -> None:
     dirs.seed.mkdir(parents=True, exist_ok=True)
     meta = {"instance-id": name, "local-hostname": name, **meta_data}
     # JSON strings are valid YAML scalars: no quoting surprises with odd values.
     (dirs.seed / "meta-data").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in meta.items()))
     (dirs.seed / "user-data").write_text(user_data)
+    (dirs.seed / "network-config").write_text(NETWORK_CONFIG)
 
 
 def mount_overlay(dirs: Dirs, lowers: Sequence[Path]) -> None:

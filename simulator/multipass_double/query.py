@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
+import locale
 import subprocess
+import time
 from typing import Any
 
 from multipass_double import MULTIPASS_VERSION, formats
 from multipass_double.backend import BackendError
-from multipass_double.common import IMAGES, Context, Fail, failed, live_state, usage
+from multipass_double.common import IMAGES, Context, Fail, errors_occurred, failed, live_state, usage
 from multipass_double.qtargs import Option, parse
 from multipass_double.state import Record
-
-FORMATS = ("table", "json", "csv", "yaml")
 
 
 def _format(value: str | None) -> str:
     fmt = value or "table"
-    if fmt not in FORMATS:
+    if fmt not in formats.FORMATS:
         raise usage("Invalid format type given.")
     return fmt
 
@@ -31,14 +33,10 @@ def _ipv4(ctx: Context, rec: Record, state: str) -> list[str]:
         return ["N/A"]
 
 
-def _list_entry(ctx: Context, rec: Record, with_ipv4: bool) -> dict[str, Any]:
+def _list_entry(ctx: Context, rec: Record, with_ipv4: bool) -> formats.ListedInstance:
     state = live_state(ctx, rec)
-    return {
-        "name": rec["name"],
-        "state": state,
-        "ipv4": _ipv4(ctx, rec, state) if with_ipv4 else [],
-        "release": rec["image_release"],
-    }
+    ipv4 = _ipv4(ctx, rec, state) if with_ipv4 else []
+    return formats.ListedInstance(rec["name"], state, ipv4=tuple(ipv4), release=rec["image_release"])
 
 
 def _all_records(ctx: Context) -> list[Record]:
@@ -48,29 +46,30 @@ def _all_records(ctx: Context) -> list[Record]:
 
 
 def cmd_list(ctx: Context, args: list[str]) -> int:
+    """``src/client/cli/cmd/list.cpp`` and ``Daemon::list``."""
     p = parse(args, (Option(("format",), True), Option(("snapshots",)), Option(("no-ipv4",))))
-    fmt = _format(p.value("format"))
     if p.positionals:
         raise usage("This command takes no arguments")
+    if p.is_set("snapshots") and p.is_set("no-ipv4"):
+        raise usage("IP addresses are not applicable in conjunction with listing snapshots")
+    fmt = _format(p.value("format"))
     if p.is_set("snapshots"):
-        if p.is_set("no-ipv4"):
-            raise usage("IP addresses are not applicable in conjunction with listing snapshots")
-        return _list_snapshots(ctx, fmt)
+        snaps = [
+            formats.ListedSnapshot(
+                rec["name"], snap, parent=data["parent"], comment=data["comment"], created=_epoch(data["created"])
+            )
+            for rec in _all_records(ctx)
+            for snap, data in rec["snapshots"].items()
+        ]
+        ctx.print(formats.format_snapshots_list(fmt, snaps))
+        return 0
     entries = [_list_entry(ctx, rec, not p.is_set("no-ipv4")) for rec in _all_records(ctx)]
-    render = {"json": formats.list_json, "csv": formats.list_csv, "yaml": formats.list_yaml}.get(
-        fmt, formats.list_table
-    )
-    ctx.print(render(entries))
+    ctx.print(formats.format_list(fmt, entries))
     return 0
 
 
-def _list_snapshots(ctx: Context, fmt: str) -> int:
-    table: dict[str, dict[str, dict[str, str]]] = {}
-    for rec in _all_records(ctx):
-        for snap, data in rec["snapshots"].items():
-            table.setdefault(rec["name"], {})[snap] = {"comment": data["comment"], "parent": data["parent"]}
-    ctx.print(formats.snapshots_list_json(table) if fmt == "json" else formats.snapshots_list_table(table))
-    return 0
+def _epoch(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso).timestamp()
 
 
 def _runtime(ctx: Context, rec: Record) -> dict[str, Any]:
@@ -81,39 +80,34 @@ def _runtime(ctx: Context, rec: Record) -> dict[str, Any]:
     return info
 
 
-def instance_entry(ctx: Context, rec: Record, runtime: bool) -> dict[str, Any]:
-    """The info entry of an instance. A VM's nproc/free/df would show the size it was given, so the
-    totals come from the launch specs; usage and load are measured inside the instance."""
+def instance_details(ctx: Context, rec: Record, runtime: bool) -> formats.InstanceDetails:
+    """``Daemon::populate_instance_info``. A VM's nproc/free/df would show the size it was given, so
+    the totals come from the launch specs; usage and load are measured inside the instance."""
     state = live_state(ctx, rec)
-    entry: dict[str, Any] = {
-        "name": rec["name"],
-        "state": state,
-        "image_hash": rec["image_hash"],
-        "image_release": rec["image_release"],
-        "release": "",
-        "cpu_count": "",
-        "snapshot_count": len(rec["snapshots"]),
-        "load": [],
-        "disk_used": "",
-        "disk_total": "",
-        "memory_used": "",
-        "memory_total": "",
-        "ipv4": [],
-    }
-    if runtime and state == "Running":
-        info = _runtime(ctx, rec)
-        if info:
-            entry.update(
-                release=info.get("release") or f"Ubuntu {rec['image_release']}",
-                cpu_count=str(rec["cpus"]),
-                load=[float(v) for v in info.get("load", [])],
-                disk_used=str(min(_disk_used(ctx, rec), rec["disk"])),
-                disk_total=str(rec["disk"]),
-                memory_used=min(int(info["memory"]["used"]), rec["memory"]),
-                memory_total=rec["memory"],
-            )
-        entry["ipv4"] = _ipv4(ctx, rec, state)
-    return entry
+    base = formats.InstanceDetails(
+        rec["name"],
+        state,
+        image_hash=rec["image_hash"],
+        image_release=rec["image_release"],
+        num_snapshots=len(rec["snapshots"]),
+    )
+    if not runtime or state != "Running":
+        return base
+    info = _runtime(ctx, rec)
+    ipv4 = tuple(_ipv4(ctx, rec, state))
+    if not info:
+        return dataclasses.replace(base, ipv4=ipv4)
+    return dataclasses.replace(
+        base,
+        release=info.get("release") or rec["image_release"],
+        cpu_count=str(rec["cpus"]),
+        load=info["load"],
+        disk_usage=str(min(_disk_used(ctx, rec), rec["disk"])),
+        disk_total=str(rec["disk"]),
+        memory_usage=str(min(int(info["memory"]["used"]), rec["memory"])),
+        memory_total=str(rec["memory"]),
+        ipv4=ipv4,
+    )
 
 
 def _disk_used(ctx: Context, rec: Record) -> int:
@@ -127,41 +121,71 @@ def _disk_used(ctx: Context, rec: Record) -> int:
         return 0
 
 
-def _children(rec: Record, snap: str) -> list[str]:
-    return sorted(n for n, s in rec["snapshots"].items() if s["parent"] == snap)
+def _children(rec: Record, snap: str) -> tuple[str, ...]:
+    return tuple(sorted(n for n, s in rec["snapshots"].items() if s["parent"] == snap))
 
 
-def snapshot_entry(rec: Record, snap: str) -> dict[str, Any]:
+def user_locale_time(epoch: float) -> str:
+    """``FormatUtils::convert_to_user_locale``: ``%c %Z`` of the local time, in the user's LC_TIME."""
+    with contextlib.suppress(locale.Error):
+        locale.setlocale(locale.LC_TIME, "")
+    return time.strftime("%c %Z", time.localtime(epoch))
+
+
+def snapshot_details(rec: Record, snap: str) -> formats.SnapshotDetails:
+    """``populate_snapshot_info``: the snapshot's specs, sizes human-readable; no size (a daemon TODO)."""
     data = rec["snapshots"][snap]
-    created = dt.datetime.fromisoformat(data["created"]).astimezone()
-    return {**data, "children": _children(rec, snap), "created_display": created.strftime("%c %Z")}
+    created = _epoch(data["created"])
+    return formats.SnapshotDetails(
+        rec["name"],
+        snap,
+        cpu_count=str(data["cpus"]),
+        disk_total=formats.human_readable(int(data["disk"])),
+        memory_total=formats.human_readable(int(data["memory"])),
+        created=user_locale_time(created),
+        created_at=created,
+        parent=data["parent"],
+        children=_children(rec, snap),
+        comment=data["comment"],
+    )
 
 
-def _select_info(
-    ctx: Context, names: list[str], snapshots_only: bool
-) -> tuple[list[Record], list[tuple[str, str, dict[str, Any]]]]:
+def _snapshot_order(rec: Record) -> list[str]:
+    return sorted(rec["snapshots"], key=lambda s: rec["snapshots"][s].get("index", 0))
+
+
+def _info_details(ctx: Context, targets: list[str], snapshots_only: bool, runtime: bool) -> list[formats.Details]:
+    """``Daemon::info``: unknown instances fail first (all named); then, instance by instance (operative
+    ones, then deleted ones), the picked snapshots and the instance (or all its snapshots with
+    ``--snapshots``); the first unknown snapshot ends it."""
     st = ctx.store.snapshot()["instances"]
-    targets = names or sorted(st)
-    errors, instances, snaps = [], [], []
-    for target in targets:
+    picks: dict[str, tuple[bool, list[str]]] = {}
+    for target in targets or sorted(st):
         name, dot, snap = target.partition(".")
-        rec = st.get(name)
-        if rec is None:
-            errors.append(f'instance "{name}" does not exist')
-        elif dot and snap not in rec["snapshots"]:
-            errors.append(f'snapshot "{snap}" does not exist')
-        elif dot:
-            snaps.append((name, snap, snapshot_entry(rec, snap)))
-        elif snapshots_only:
-            snaps.extend((name, s, snapshot_entry(rec, s)) for s in sorted(rec["snapshots"]))
-        else:
-            instances.append(rec)
-    if errors:
-        raise failed("info", "The following errors occurred:\n" + "\n".join(errors))
-    return instances, snaps
+        whole, chosen = picks.get(name, (False, []))
+        picks[name] = (whole or not dot, [*chosen, snap] if dot and snap not in chosen else chosen)
+    missing = [name for name in picks if name not in st]
+    if missing:
+        raise errors_occurred("info", [f'instance "{name}" does not exist' for name in missing])
+    order = sorted(picks, key=lambda n: (st[n]["deleted"], list(picks).index(n)))
+    details: list[formats.Details] = []
+    for name in order:
+        rec = st[name]
+        whole, chosen = picks[name]
+        for snap in chosen:
+            if snap not in rec["snapshots"]:
+                raise errors_occurred("info", [f"No such snapshot: {name}.{snap}"])
+            if not (whole and snapshots_only):
+                details.append(snapshot_details(rec, snap))
+        if whole and snapshots_only:
+            details.extend(snapshot_details(rec, s) for s in _snapshot_order(rec))
+        elif whole:
+            details.append(instance_details(ctx, rec, runtime))
+    return details
 
 
 def cmd_info(ctx: Context, args: list[str]) -> int:
+    """``src/client/cli/cmd/info.cpp`` and ``Daemon::info``."""
     opts = (
         Option(("format",), True),
         Option(("snapshots",)),
@@ -170,34 +194,36 @@ def cmd_info(ctx: Context, args: list[str]) -> int:
     )
     p = parse(args, opts)
     fmt = _format(p.value("format"))
+    if p.positionals and p.is_set("all"):
+        raise usage(f"Cannot specify name{'s' if len(p.positionals) > 1 else ''} when --all option set")
     if p.is_set("all"):
         ctx.eprint(
             "Warning: the `--all` flag for the `info` command is deprecated. Please use `info` with no "
             "positional arguments for the same effect.\n"
         )
-    records, snaps = _select_info(ctx, list(dict.fromkeys(p.positionals)), p.is_set("snapshots"))
-    if fmt == "csv" and records and snaps:
+    targets = list(dict.fromkeys(p.positionals))
+    has_instance = any("." not in t for t in targets)
+    has_snapshot = any("." in t for t in targets)
+    if has_instance and has_snapshot and fmt == "csv" and not p.is_set("snapshots"):
         raise usage("Mixed snapshot and instance arguments are not supported with CSV format")
-    entries = [instance_entry(ctx, rec, not p.is_set("no-runtime-information")) for rec in records]
-    if fmt == "json":
-        ctx.print(formats.info_json(entries, snaps))
-    elif fmt == "csv":
-        ctx.print(formats.info_csv(entries))
-    elif fmt == "yaml":
-        ctx.print(formats.info_yaml(entries))
-    else:
-        ctx.print(formats.info_table(entries, snaps))
+    details = _info_details(ctx, targets, p.is_set("snapshots"), not p.is_set("no-runtime-information"))
+    ctx.print(formats.format_info(fmt, details, p.is_set("snapshots")))
     return 0
 
 
 def cmd_version(ctx: Context, args: list[str]) -> int:
     p = parse(args, (Option(("format",), True),))
     fmt = _format(p.value("format"))
-    ctx.print(formats.version_output(fmt, MULTIPASS_VERSION, MULTIPASS_VERSION))
+    ctx.print(formats.format_version(fmt, MULTIPASS_VERSION, formats.VersionReply(MULTIPASS_VERSION)))
     return 0
 
 
+IMAGE_VERSION = "20260501"
+
+
 def cmd_find(ctx: Context, args: list[str]) -> int:
+    """``src/client/cli/cmd/find.cpp``; the daemon's images are the double's fixed catalogue (no
+    blueprints), a search string is not applied."""
     opts = (
         Option(("format",), True),
         Option(("show-unsupported",)),
@@ -206,25 +232,25 @@ def cmd_find(ctx: Context, args: list[str]) -> int:
         Option(("force-update",)),
     )
     p = parse(args, opts)
+    if p.is_set("only-images") and p.is_set("only-blueprints"):
+        raise usage('Specify one of "--only-images", "--only-blueprints" or omit to fetch both')
+    if p.is_set("force-update") and p.is_set("only-blueprints"):
+        raise usage("Force updating blueprints is not currently supported")
+    if len(p.positionals) > 1:
+        raise usage("Wrong number of arguments")
+    if p.positionals and p.positionals[0].count(":") > 1:
+        raise usage("Invalid remote and search string supplied")
     fmt = _format(p.value("format"))
-    images: dict[str, Any] = {}
-    for title, aliases in IMAGES.items():
-        shown = [a for a in aliases if len(a) > 1 and a not in ("ubuntu", "default")]
-        images[shown[0]] = {
-            "aliases": shown[1:],
-            "os": "Ubuntu",
-            "release": title,
-            "remote": "",
-            "version": "20260501",
-        }
-    if fmt == "json":
-        ctx.print(formats.qt_json({"blueprints (deprecated)": {}, "errors": [], "images": images}))
-    else:
-        lines = [f"{'Image':<28}{'Aliases':<18}{'Version':<17}Description\n"]
-        lines += [
-            f"{k:<28}{','.join(v['aliases']):<18}{v['version']:<17}Ubuntu {v['release']}\n" for k, v in images.items()
-        ]
-        ctx.print("".join(lines) + "\n")
+    images = tuple(
+        formats.ImageInfo(tuple((a, "") for a in aliases), os="Ubuntu", release=title, version=IMAGE_VERSION)
+        for title, aliases in IMAGES.items()
+    )
+    reply = formats.FindReply(
+        images=images if not p.is_set("only-blueprints") else (),
+        show_images=not p.is_set("only-blueprints"),
+        show_blueprints=not p.is_set("only-images"),
+    )
+    ctx.print(formats.format_find(fmt, reply))
     return 0
 
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.double
 SCRIPT = Path(__file__).resolve().parents[1] / "bench_double.py"
 
 
-def test_benchmark_prints_a_figure_per_command(double_env, capsys):
+def test_benchmark_prints_a_figure_per_command(double_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--runs", "1", "--execs", "3"],
         capture_output=True,

@@ -1,4 +1,9 @@
-"""The double's CLI against the literals of the Multipass 1.16.3 reference, with real instances."""
+"""The double's CLI against Multipass 1.16.3's texts and literals, with real instances.
+
+The error texts come from the client commands (``src/client/cli/cmd/<command>.cpp``), the argument parser
+(``src/client/cli/argparser.cpp``) and the daemon (``src/daemon/daemon.cpp``) of Multipass at v1.16.3; the
+JSON literals are those of its ``tests/test_output_formatter.cpp`` (``fixtures/README.md``).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,25 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from simulator.pytest_plugin import MultipassFn
 from tests.conftest import DOUBLE_ADMIN, DOUBLE_BIN, REPO
 
 pytestmark = pytest.mark.double
-FIXTURES = Path(__file__).parent / "fixtures"
+LITERALS = Path(__file__).parent / "fixtures" / "formatter"
+Run = Callable[..., subprocess.CompletedProcess]
 
 
 def literal(name: str) -> str:
-    return (FIXTURES / f"{name}.json").read_text()
+    return (LITERALS / f"{name}.txt").read_text()
 
 
 @pytest.fixture(scope="module")
-def empty_double(double_env):
+def empty_double(double_env: dict[str, str]) -> Iterator[Run]:
     """A second, empty data folder (no instances) sharing the machine's image cache; removed afterwards."""
     env = dict(double_env)
     data = REPO / ".cache" / f"test-empty-{uuid.uuid4().hex[:8]}"
@@ -39,19 +47,23 @@ def empty_double(double_env):
     )
 
 
-def test_version_json_matches_literal(multipass):
+def test_version_json_matches_literal(multipass: MultipassFn) -> None:
     proc = multipass("version", "--format", "json")
-    expected = literal("version_daemon").replace("Client version", "1.16.3").replace("Daemon version", "1.16.3")
+    expected = (
+        literal("json_version_daemon_no_updates")
+        .replace("Client version", "1.16.3")
+        .replace("Daemon version", "1.16.3")
+    )
     assert (proc.returncode, proc.stdout) == (0, expected)
 
 
-def test_empty_list_and_info_match_literals(empty_double):
-    assert empty_double("list", "--format", "json").stdout == literal("list_empty")
-    assert empty_double("info", "--format", "json").stdout == literal("info_empty")
+def test_empty_list_and_info_match_literals(empty_double: Run) -> None:
+    assert empty_double("list", "--format", "json").stdout == literal("json_list_empty")
+    assert empty_double("info", "--format", "json").stdout == literal("json_info_empty")
     assert empty_double("list").stdout == "No instances found.\n"
 
 
-# (argv, exit code, exact stderr) from the reference's catalogue (section 5.3 and section 2).
+# (argv, exit code, exact stderr); exit codes are ReturnCode (include/multipass/cli/return_codes.h).
 ERROR_CASES = [
     (["info", "nope"], 2, 'info failed: The following errors occurred:\ninstance "nope" does not exist\n'),
     (["stop", "nope"], 2, 'stop failed: The following errors occurred:\ninstance "nope" does not exist\n'),
@@ -97,7 +109,8 @@ ERROR_CASES = [
     (
         ["launch", "--cloud-init", "/definitely/missing-file"],
         1,
-        "Could not load cloud-init configuration: bad file: /definitely/missing-file\nPlease ensure that Multipass can read it.\n",
+        "Could not load cloud-init configuration: bad file: /definitely/missing-file\n"
+        "Please ensure that Multipass can read it.\n",
     ),
     (["launch", "a", "b"], 1, "Too many arguments supplied\n"),
     (["launch", "foo:bar"], 1, "Invalid remote and source image name supplied\n"),
@@ -106,7 +119,8 @@ ERROR_CASES = [
     (
         ["restore", "nodot"],
         1,
-        "Invalid format. Please specify the instance to restore and snapshot to use in the form <instance>.<snapshot>.\n",
+        "Invalid format. Please specify the instance to restore and snapshot to use in the form "
+        "<instance>.<snapshot>.\n",
     ),
     (["list", "extra"], 1, "This command takes no arguments\n"),
     (["list", "--format", "xml"], 1, "Invalid format type given.\n"),
@@ -115,6 +129,23 @@ ERROR_CASES = [
         1,
         "IP addresses are not applicable in conjunction with listing snapshots\n",
     ),
+    (["info", "--all", "a", "b"], 1, "Cannot specify names when --all option set\n"),
+    (
+        ["info", "a", "b.snap", "--format", "csv"],  # a client-side check: before the instances are looked up
+        1,
+        "Mixed snapshot and instance arguments are not supported with CSV format\n",
+    ),
+    (
+        ["info", "a.snap", "nope"],
+        2,
+        'info failed: The following errors occurred:\ninstance "a" does not exist\ninstance "nope" does not exist\n',
+    ),
+    (
+        ["find", "--only-images", "--only-blueprints"],
+        1,
+        'Specify one of "--only-images", "--only-blueprints" or omit to fetch both\n',
+    ),
+    (["find", "a", "b"], 1, "Wrong number of arguments\n"),
     (["purge", "x"], 1, "This command takes no arguments\n"),
     (["exec", "a"], 1, "Wrong number of arguments\n"),
     (
@@ -137,12 +168,12 @@ ERROR_CASES = [
 
 
 @pytest.mark.parametrize(("argv", "code", "stderr"), ERROR_CASES, ids=[" ".join(c[0]) for c in ERROR_CASES])
-def test_error_texts_and_exit_codes(empty_double, argv, code, stderr):
+def test_error_texts_and_exit_codes(empty_double: Run, argv: list[str], code: int, stderr: str) -> None:
     proc = empty_double(*argv)
     assert (proc.returncode, proc.stderr, proc.stdout) == (code, stderr, "")
 
 
-def test_unknown_command_and_no_arguments(empty_double):
+def test_unknown_command_and_no_arguments(empty_double: Run) -> None:
     proc = empty_double("frobnicate")
     expected = 'Error: Unknown command or alias \'frobnicate\' (try "multipass help" or "multipass aliases")\n'
     assert (proc.returncode, proc.stdout) == (1, expected)
@@ -152,7 +183,7 @@ def test_unknown_command_and_no_arguments(empty_double):
 # -- a running instance ------------------------------------------------------------------------
 
 
-def test_running_instance_refuses_clone_snapshot_and_duplicate_name(multipass, instance):
+def test_running_instance_refuses_clone_snapshot_and_duplicate_name(multipass: MultipassFn, instance: str) -> None:
     cases = [
         (["clone", instance], "clone failed: Multipass can only clone stopped instances.\n"),
         (["snapshot", instance], "snapshot failed: Multipass can only take snapshots of stopped instances.\n"),
@@ -164,11 +195,11 @@ def test_running_instance_refuses_clone_snapshot_and_duplicate_name(multipass, i
         assert (proc.returncode, proc.stderr) == (2, stderr), argv
 
 
-def test_info_json_of_running_instance_has_reference_shape(multipass, instance):
+def test_info_json_of_running_instance_has_the_literals_shape(multipass: MultipassFn, instance: str) -> None:
     proc = multipass("info", instance, "--format", "json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    reference = json.loads(literal("info_multiple_instances"))["info"]["bogus-instance"]
+    reference = json.loads(literal("json_info_multiple_instances"))["info"]["bogus-instance"]
     entry = doc["info"][instance]
     assert doc["errors"] == []
     assert sorted(entry) == sorted(reference)
@@ -182,7 +213,7 @@ def test_info_json_of_running_instance_has_reference_shape(multipass, instance):
     assert entry["image_release"] == "24.04 LTS"
 
 
-def test_instance_has_private_ipv4_with_reachable_sshd(multipass, instance):
+def test_instance_has_private_ipv4_with_reachable_sshd(multipass: MultipassFn, instance: str) -> None:
     info = json.loads(multipass("info", instance, "--format", "json").stdout)["info"][instance]
     address = info["ipv4"][0]
     first, second = (int(x) for x in address.split(".")[:2])
@@ -193,14 +224,14 @@ def test_instance_has_private_ipv4_with_reachable_sshd(multipass, instance):
     assert {"name": instance, "state": "Running", "ipv4": [address], "release": "Ubuntu 24.04 LTS"} in listed
 
 
-def test_exec_runs_as_ubuntu_with_passwordless_sudo(multipass, instance):
+def test_exec_runs_as_ubuntu_with_passwordless_sudo(multipass: MultipassFn, instance: str) -> None:
     assert multipass("exec", instance, "--", "id", "-un").stdout == "ubuntu\n"
     assert multipass("exec", instance, "--", "pwd").stdout == "/home/ubuntu\n"
     assert multipass("exec", instance, "--", "sudo", "-n", "id", "-u").stdout == "0\n"
     assert multipass("exec", instance, "--", "cat", "/etc/hostname").stdout == f"{instance}\n"
 
 
-def test_exec_passes_arguments_literally_and_exit_codes_through(multipass, instance):
+def test_exec_passes_arguments_literally_and_exit_codes_through(multipass: MultipassFn, instance: str) -> None:
     tricky = "a b; $(touch /tmp/pwned) `id` 'q' \"d\" é"
     assert multipass("exec", instance, "--", "printf", "%s", tricky).stdout == tricky
     assert multipass("exec", instance, "--", "test", "-e", "/tmp/pwned").returncode == 1
@@ -211,14 +242,14 @@ def test_exec_passes_arguments_literally_and_exit_codes_through(multipass, insta
     assert proc.stdout == "/etc\n"
 
 
-def test_exec_remote_exit_4_reruns_the_command_like_multipass_1_16(multipass, instance):
+def test_exec_remote_exit_4_reruns_the_command_like_multipass_1_16(multipass: MultipassFn, instance: str) -> None:
     script = "n=$(cat rc4-count 2>/dev/null || echo 0); n=$((n+1)); echo $n > rc4-count; [ $n -ge 3 ] || exit 4"
     multipass("exec", instance, "--", "rm", "-f", "rc4-count")
     assert multipass("exec", instance, "--", "sh", "-c", script).returncode == 0
     assert multipass("exec", instance, "--", "cat", "rc4-count").stdout == "3\n"
 
 
-def test_transfer_both_directions_and_streams(multipass, instance, tmp_path):
+def test_transfer_both_directions_and_streams(multipass: MultipassFn, instance: str, tmp_path: Path) -> None:
     payload = bytes(range(256)) * 4096
     source = tmp_path / "blob.bin"
     source.write_bytes(payload)
@@ -234,7 +265,7 @@ def test_transfer_both_directions_and_streams(multipass, instance, tmp_path):
     assert multipass("transfer", f"{instance}:/tmp/streamed", "-").stdout == "streamed text ✓"
 
 
-def test_transfer_sftp_errors(multipass, instance, tmp_path):
+def test_transfer_sftp_errors(multipass: MultipassFn, instance: str, tmp_path: Path) -> None:
     proc = multipass("transfer", "-", f"{instance}:/root/forbidden", input="x")
     assert proc.returncode == 2
     assert proc.stderr == 'cannot open remote file "/root/forbidden": SFTP server: Permission denied\n'

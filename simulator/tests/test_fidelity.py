@@ -18,17 +18,19 @@ from pathlib import Path
 
 import pytest
 
+from simulator.pytest_plugin import MultipassFn
 from tests.conftest import DOUBLE_ADMIN, DOUBLE_BIN, REPO
 
 pytestmark = pytest.mark.double
 
 Run = Callable[..., subprocess.CompletedProcess]
+OwnDouble = tuple[Run, Path, dict[str, str]]
 
 
 # -- exec ---------------------------------------------------------------------------------------
 
 
-def test_exec_working_directory_command_lines(multipass, instance):
+def test_exec_working_directory_command_lines(multipass: MultipassFn, instance: str) -> None:
     # `cd DIR&&ARGS`, both escaped (exec.cpp, exec_success): a directory with a space works.
     assert multipass("exec", instance, "--", "mkdir", "-p", "/tmp/with space").returncode == 0
     assert multipass("exec", "-d", "/tmp/with space", instance, "--", "pwd").stdout == "/tmp/with space\n"
@@ -41,12 +43,12 @@ def test_exec_working_directory_command_lines(multipass, instance):
     assert multipass("exec", "-d", "/tmp", instance, "--", "sudo", "pwd").stdout == "/tmp\n"
 
 
-def test_exec_option_clash_is_checked_before_the_argument_count(multipass):
+def test_exec_option_clash_is_checked_before_the_argument_count(multipass: MultipassFn) -> None:
     proc = multipass("exec", "x", "-d", "/tmp", "-n")
     assert (proc.returncode, proc.stderr) == (1, "Options --working-directory and --no-map-working-directory clash\n")
 
 
-def test_exec_missing_instance_error_is_printed_by_info_and_by_ssh_info(multipass):
+def test_exec_missing_instance_error_is_printed_by_info_and_by_ssh_info(multipass: MultipassFn) -> None:
     # Without -d/-n the client first dispatches `info` (mount mapping) and prints its failure, then
     # `ssh_info` fails the same way (exec.cpp ignores info's return value).
     once = 'exec failed: The following errors occurred:\ninstance "nope" does not exist\n'
@@ -56,15 +58,15 @@ def test_exec_missing_instance_error_is_printed_by_info_and_by_ssh_info(multipas
         assert (proc.returncode, proc.stderr) == (2, once)
 
 
-def _pgrep(multipass, instance: str, pattern: str) -> int:
+def _pgrep(multipass: MultipassFn, instance: str, pattern: str) -> int:
     # `[s]leep` so that pgrep's own command line does not match
     return multipass("exec", "-n", instance, "--", "pgrep", "-f", "[" + pattern[0] + "]" + pattern[1:]).returncode
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
 def test_killing_multipass_exec_kills_the_inner_command_and_the_client_dies_by_the_signal(
-    multipass, double_env, instance, sig
-):
+    multipass: MultipassFn, double_env: dict[str, str], instance: str, sig: signal.Signals
+) -> None:
     pattern = f"sleep 3000.{random.randrange(10**6):06d}"
     client = subprocess.Popen(
         [str(DOUBLE_BIN), "exec", "-n", instance, "--", "sh", "-c", f"echo started; {pattern}; echo survived"],
@@ -89,7 +91,9 @@ def test_killing_multipass_exec_kills_the_inner_command_and_the_client_dies_by_t
     assert _pgrep(multipass, instance, pattern) == 1
 
 
-def test_exec_killed_writes_the_trace_line(multipass, double_env, instance, tmp_path):
+def test_exec_killed_writes_the_trace_line(
+    multipass: MultipassFn, double_env: dict[str, str], instance: str, tmp_path: Path
+) -> None:
     trace = tmp_path / "trace.jsonl"
     env = dict(double_env, MULTIPASS_DOUBLE_TRACE=str(trace))
     client = subprocess.Popen(
@@ -107,7 +111,9 @@ def test_exec_killed_writes_the_trace_line(multipass, double_env, instance, tmp_
 # -- transfer -----------------------------------------------------------------------------------
 
 
-def test_transfer_recursive_both_ways_keeps_modes_and_links_and_owner_is_the_writer(multipass, instance, tmp_path):
+def test_transfer_recursive_both_ways_keeps_modes_and_links_and_owner_is_the_writer(
+    multipass: MultipassFn, instance: str, tmp_path: Path
+) -> None:
     tree = tmp_path / "tree"
     (tree / "sub").mkdir(parents=True)
     (tree / "sub" / "run.sh").write_text("#!/bin/sh\n")
@@ -156,7 +162,7 @@ def test_transfer_recursive_both_ways_keeps_modes_and_links_and_owner_is_the_wri
 
 
 @pytest.fixture(scope="module")
-def own_double(double_env) -> Iterator[tuple[Run, Path, dict[str, str]]]:
+def own_double(double_env: dict[str, str]) -> Iterator[tuple[Run, Path, dict[str, str]]]:
     """A data folder of this module alone (so `status` and the end state are ours to check)."""
     env = dict(double_env)
     data = REPO / ".cache" / f"test-conc-{uuid.uuid4().hex[:8]}"
@@ -185,7 +191,7 @@ def _ours_in_status(data: Path) -> list[str]:
     return [line for line in out.splitlines() if str(data) in line and not line.startswith("data folder:")]
 
 
-def test_parallel_launches_clones_execs_and_purges_keep_the_state_consistent(own_double):
+def test_parallel_launches_clones_execs_and_purges_keep_the_state_consistent(own_double: OwnDouble) -> None:
     run, data, _ = own_double
     names = [f"par{i}" for i in range(4)]
     results = _parallel([("launch", "--name", n) for n in names], run)
@@ -230,7 +236,7 @@ def test_parallel_launches_clones_execs_and_purges_keep_the_state_consistent(own
     assert _ours_in_status(data) == []
 
 
-def test_delete_purge_during_launch_leaves_nothing(own_double):
+def test_delete_purge_during_launch_leaves_nothing(own_double: OwnDouble) -> None:
     run, data, env = own_double
     name = "doomed"
     launcher = subprocess.Popen(

@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from simulator.pytest_plugin import MultipassFn
 
 pytestmark = pytest.mark.double
 
@@ -20,13 +24,13 @@ runcmd:
 """
 
 
-def state_of(multipass, name: str) -> str:
+def state_of(multipass: MultipassFn, name: str) -> str:
     listed = json.loads(multipass("list", "--format", "json").stdout)["list"]
     return next(e["state"] for e in listed if e["name"] == name)
 
 
 @pytest.fixture(scope="module")
-def vm(multipass, tmp_path_factory):
+def vm(multipass: MultipassFn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An instance launched with user-data; the tests below drive it through its whole life in order."""
     name = "life-" + uuid.uuid4().hex[:6]
     user_data = tmp_path_factory.mktemp("ud") / "ud.yaml"
@@ -38,7 +42,7 @@ def vm(multipass, tmp_path_factory):
     multipass("delete", "--purge", name, f"{name}-clone1", f"{name}-clone2", f"{name}-copy")
 
 
-def test_user_data_applied_and_hostname_set(multipass, vm):
+def test_user_data_applied_and_hostname_set(multipass: MultipassFn, vm: str) -> None:
     assert multipass("exec", vm, "--", "cat", "/etc/hostname").stdout == f"{vm}\n"
     assert multipass("exec", vm, "--", "cat", "/etc/agentvm-test").stdout == "written by cloud-init\n"
     assert multipass("exec", vm, "--", "cat", "/var/tmp/runcmd").stdout == "runcmd-ok\n"
@@ -46,7 +50,7 @@ def test_user_data_applied_and_hostname_set(multipass, vm):
     assert "done" in status
 
 
-def test_files_are_isolated_between_instances_and_host(multipass, vm, instance):
+def test_files_are_isolated_between_instances_and_host(multipass: MultipassFn, vm: str, instance: str) -> None:
     marker = f"/tmp/isolation-{uuid.uuid4().hex}"
     assert multipass("exec", vm, "--", "touch", marker).returncode == 0
     assert multipass("exec", vm, "--", "test", "-e", marker).returncode == 0
@@ -54,7 +58,7 @@ def test_files_are_isolated_between_instances_and_host(multipass, vm, instance):
     assert not os.path.exists(marker)
 
 
-def test_stop_is_synchronous_and_stopped_info_is_static(multipass, vm):
+def test_stop_is_synchronous_and_stopped_info_is_static(multipass: MultipassFn, vm: str) -> None:
     assert multipass("stop", vm).returncode == 0
     assert state_of(multipass, vm) == "Stopped"
     assert multipass("stop", vm).returncode == 0  # stopping a stopped instance is a silent success
@@ -66,7 +70,7 @@ def test_stop_is_synchronous_and_stopped_info_is_static(multipass, vm):
     assert multipass("get", f"local.{vm}.cpus").stdout == "2\n"
 
 
-def test_restart_of_stopped_instance_has_the_1_16_message(multipass, vm):
+def test_restart_of_stopped_instance_has_the_1_16_message(multipass: MultipassFn, vm: str) -> None:
     proc = multipass("restart", vm)
     expected = (
         f"restart failed: Instance '{vm}' is already running, but in an unknown state.\n"
@@ -75,7 +79,7 @@ def test_restart_of_stopped_instance_has_the_1_16_message(multipass, vm):
     assert (proc.returncode, proc.stderr) == (2, expected)
 
 
-def test_snapshot_and_restore(multipass, vm):
+def test_snapshot_and_restore(multipass: MultipassFn, vm: str) -> None:
     proc = multipass("snapshot", vm)
     assert (proc.returncode, proc.stdout) == (0, f"Snapshot taken: {vm}.snapshot1\n")
     proc = multipass("snapshot", vm, "--name", "bad.name")
@@ -103,7 +107,7 @@ def test_snapshot_and_restore(multipass, vm):
     assert multipass("stop", vm).returncode == 0
 
 
-def test_exec_auto_starts_a_stopped_instance(multipass, vm):
+def test_exec_auto_starts_a_stopped_instance(multipass: MultipassFn, vm: str) -> None:
     assert state_of(multipass, vm) == "Stopped"
     proc = multipass("exec", vm, "--", "echo", "hi")
     assert (proc.returncode, proc.stdout) == (0, "hi\n")
@@ -111,7 +115,7 @@ def test_exec_auto_starts_a_stopped_instance(multipass, vm):
     assert multipass("stop", vm).returncode == 0
 
 
-def test_clones_are_copy_on_write_with_new_identity(multipass, vm):
+def test_clones_are_copy_on_write_with_new_identity(multipass: MultipassFn, vm: str) -> None:
     assert multipass("exec", vm, "--", "sh", "-c", "echo from-source > /home/ubuntu/mark").returncode == 0
     assert multipass("stop", vm).returncode == 0
     proc = multipass("clone", vm)
@@ -133,13 +137,13 @@ def test_clones_are_copy_on_write_with_new_identity(multipass, vm):
     assert multipass("stop", vm, clone).returncode == 0
 
 
-def test_clone_name_errors(multipass, vm):
+def test_clone_name_errors(multipass: MultipassFn, vm: str) -> None:
     assert multipass("clone", vm, "--name", "1bad").stderr == "clone failed: Invalid destination instance name: 1bad\n"
     proc = multipass("clone", vm, "--name", f"{vm}-clone1")
     assert proc.stderr == f'clone failed: instance "{vm}-clone1" already exists\n'
 
 
-def test_deleted_names_stay_reserved_until_purge(multipass, vm):
+def test_deleted_names_stay_reserved_until_purge(multipass: MultipassFn, vm: str) -> None:
     clone = f"{vm}-clone2"
     assert multipass("delete", clone).returncode == 0
     assert state_of(multipass, clone) == "Deleted"
@@ -163,7 +167,7 @@ def test_deleted_names_stay_reserved_until_purge(multipass, vm):
     assert multipass("delete", "--purge", f"{vm}-clone3").returncode == 0
 
 
-def test_trace_and_counted_fault_injection(multipass, vm, tmp_path):
+def test_trace_and_counted_fault_injection(multipass: MultipassFn, vm: str, tmp_path: Path) -> None:
     trace = tmp_path / "trace.jsonl"
     env = {"MULTIPASS_DOUBLE_TRACE": str(trace), "MULTIPASS_DOUBLE_FAIL": "clone*1,list=daemon"}
     first = multipass("clone", vm, "--name", f"{vm}-copy", env=env)
@@ -178,7 +182,7 @@ def test_trace_and_counted_fault_injection(multipass, vm, tmp_path):
     assert lines[0]["argv"] == ["multipass", "clone", vm, "--name", f"{vm}-copy"]
 
 
-def test_injected_latency_is_a_minimum_duration(multipass, vm, tmp_path):
+def test_injected_latency_is_a_minimum_duration(multipass: MultipassFn, vm: str, tmp_path: Path) -> None:
     trace = tmp_path / "trace.jsonl"
     env = {"MULTIPASS_DOUBLE_TRACE": str(trace), "MULTIPASS_DOUBLE_LATENCY": "stop=1.5"}
     assert multipass("stop", vm, env=env).returncode == 0

@@ -22,7 +22,7 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agentvm.host.egress import check_ifname, check_ipv4, check_ports, check_run_id
+from agentvm.host.egress_checks import check_ifname, check_ipv4, check_ports, check_run_id
 
 ANCHOR_ROOT = "agentvm"
 

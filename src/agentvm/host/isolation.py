@@ -194,8 +194,7 @@ class EgressPolicy:
         """This policy with more allowlist entries (no change in open mode)."""
         if self.mode == "open":
             return self
-        extra = Allowlist.parse(list(entries))
-        merged = Allowlist(tuple(dict.fromkeys(self.allowlist.rules + extra.rules)))
+        merged = Allowlist.parse([*map(str, self.allowlist.rules), *entries])  # deduplicated, at most MAX_RULES
         return EgressPolicy("allowlist" if merged else "deny", merged)
 
     def describe(self) -> str:

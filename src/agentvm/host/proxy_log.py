@@ -13,7 +13,8 @@ import datetime as dt
 import json
 import os
 import threading
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,17 +50,19 @@ def clean_path(raw: str | None) -> str | None:
 
 @dataclass
 class Entry:
-    kind: str
-    method: str
-    host: str
-    port: int | None
-    path: str | None
-    status: int
-    decision: Decision
+    """The facts of one request, filled in as it proceeds; its duration runs from creation to ``record``."""
+
+    kind: str = "http"
+    method: str = "-"
+    host: str = "-"
+    port: int | None = None
+    path: str | None = None
+    status: int = 0
+    decision: Decision = "error"
     bytes_in: int = 0
     bytes_out: int = 0
-    duration_ms: float = 0.0
     upstream: str | None = None
+    started: float = field(default_factory=time.monotonic, repr=False)
 
 
 class EgressLog:
@@ -113,7 +116,7 @@ class EgressLog:
             status=entry.status,
             bytes_in=entry.bytes_in,
             bytes_out=entry.bytes_out,
-            duration_ms=round(entry.duration_ms, 1),
+            duration_ms=round((time.monotonic() - entry.started) * 1000, 1),
             decision=entry.decision,
         )
         return line

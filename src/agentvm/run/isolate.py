@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agentvm.host import egress
+from agentvm.host import egress, egress_host
 from agentvm.host.isolation import EgressPolicy
 from agentvm.host.proxy import CredentialProxy, upstream_for_variable
 from agentvm.textsafe import Redactor
@@ -86,7 +86,7 @@ class Isolation:
         if not vm_ip:
             raise IsolationError("the clone has no IPv4 address: cannot isolate it")
         try:
-            _device, bind_host = egress.route_to(vm_ip)
+            _device, bind_host = egress_host.route_to(vm_ip)
         except egress.EgressError as exc:
             raise IsolationError(f"cannot find the host's address on the clone's network: {exc}") from None
         self.proxy = CredentialProxy.start(

@@ -103,7 +103,10 @@ class Progress:
         return True
 
     def _retry(self, res: dict[str, Any]) -> None:
-        """A clone/start attempt failed with a transient error and Ansible will try again."""
+        """A clone/start attempt failed with a transient error and Ansible will try again (other phases'
+        `until` loops, such as waiting for the isolation, are not failures)."""
+        if self.phase not in (None, "clone", "start"):
+            return
         message = textsafe.one_line(str(res.get("msg") or res.get("stderr") or "failed"))
         attempt = _as_int(res.get("attempts"), len(self.retries) + 1)
         total = _as_int(res.get("retries"), 0)

@@ -1,7 +1,7 @@
 """The rendered builder user-data passes cloud-init's own schema validation.
 
 cloud-init is not installable on the host from PyPI in a usable form, so the check runs where cloud-init
-is: inside an instance of the Multipass double (Debian 12, cloud-init 22.4), with `cloud-init schema -c`.
+is: inside an instance of the Multipass double (Debian 13, cloud-init 25.1), with `cloud-init schema -c`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def test_rendered_user_data_passes_cloud_init_schema(multipass, instance, tmp_pa
     assert proc.returncode == 0, proc.stderr
     proc = multipass("exec", instance, "--", "sudo", "cloud-init", "schema", "--config-file", "/tmp/user-data.yaml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Valid cloud-config" in proc.stdout
+    # cloud-init 22.4 prints "Valid cloud-config", 25.1 "Valid schema <file>"
+    assert proc.stdout.startswith(("Valid cloud-config", "Valid schema")), proc.stdout
 
 
 def test_schema_check_rejects_an_invalid_document(multipass, instance):

@@ -7,6 +7,9 @@ always remove, whatever happens.
              FORWARD ACCEPT rules for the bridge like Multipass's) with two "VM" namespaces on it (198.18.N.2 and
              .3). Routing between the bridge and the outside host uses per-interface forwarding only.
 ``table``    a private nftables table name for this module (the real default ``agentvm`` is left alone).
+
+Tests that need root (these fixtures, nft) are marked ``double`` in their modules: ``make test-unit`` deselects
+them, and a full run where they cannot run fails with the reason instead of skipping them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +35,8 @@ NETCLIENT = HERE / "netclient.py"
 OUTSIDE_SERVER = HERE / "outside_server.py"
 OUTSIDE_PORTS = (80, 443, 8080)
 DNS_ANSWER = "198.51.100.99"
+DROP_WAIT = 1.0  # how long a probe waits for an answer the rules drop silently (a veth answers in microseconds)
+Probe = tuple[str, str, object]  # (kind, target, arg) of netclient.py
 
 
 def _unavailable() -> str | None:
@@ -40,6 +46,29 @@ def _unavailable() -> str | None:
         if shutil.which(tool) is None:
             return f"needs {tool}"
     return None
+
+
+def require_root_network() -> None:
+    """Fails (never skips) where the host-network tests cannot run; only a unit-only run skips them."""
+    reason = _unavailable()
+    if reason is None:
+        return
+    if os.environ.get("AGENTVM_UNIT_ONLY") == "1":
+        pytest.skip(reason)
+    pytest.fail(
+        f"host-network isolation tests cannot run here: {reason} (make test-unit runs the others)", pytrace=False
+    )
+
+
+def probe_argv(probes: list[Probe], timeout: float) -> list[str]:
+    """netclient.py's arguments for running ``probes`` at once."""
+    return ["probes", str(timeout), *(str(part) for probe in probes for part in probe)]
+
+
+def probe_results(probes: list[Probe], stdout: str) -> dict[Probe, bool]:
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == len(probes), stdout
+    return {probe: line["ok"] for probe, line in zip(probes, lines, strict=True)}
 
 
 def sh(*argv: str, check: bool = True, input: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -114,13 +143,15 @@ def _dnsmasq(address: str, workdir: Path, netns: str | None, cleanup: Cleanup) -
         "--user=root",
     ]
     proc = _start(["ip", "netns", "exec", netns, *argv] if netns else argv, cleanup)
-    for _ in range(100):  # until it answers
-        client = [sys.executable, str(NETCLIENT), "dns", address, "probe.test", "0.2"]
+    client = [sys.executable, str(NETCLIENT), "dns", address, "probe.test", "0.2"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # until it answers
         probe = sh(*(["ip", "netns", "exec", netns, *client] if netns else client), check=False)
         if probe.returncode == 0:
             return
         if proc.poll() is not None:
             raise RuntimeError(f"dnsmasq on {address} exited: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.05)
     raise RuntimeError(f"dnsmasq on {address} does not answer")
 
 
@@ -158,8 +189,13 @@ class Lab:
 
     def probe(self, kind: str, target: str, arg: object, i: int = 0, timeout: float = 2.0) -> bool:
         """True when the probe succeeds from VM ``i`` (a TCP connection opens / a DNS answer arrives)."""
-        proc = self.in_vm(sys.executable, str(NETCLIENT), kind, target, str(arg), str(timeout), i=i)
-        return proc.returncode == 0
+        return self.probes([(kind, target, arg)], i=i, timeout=timeout)[(kind, target, arg)]
+
+    def probes(self, probes: list[Probe], i: int = 0, timeout: float = 2.0) -> dict[Probe, bool]:
+        """Each probe's success from VM ``i``; all run at once, so the timeouts of blocked ones overlap."""
+        proc = self.in_vm(sys.executable, str(NETCLIENT), *probe_argv(probes, timeout), i=i)
+        assert proc.returncode == 0, proc.stderr
+        return probe_results(probes, proc.stdout)
 
     def curl(self, url: str, proxy: str | None = None, token: str | None = None, *extra: str, i: int = 0):
         """curl from VM ``i``; the proxy credentials travel in a config on stdin, never on a command line."""
@@ -173,9 +209,7 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def outside(tmp_path_factory) -> Iterator[Outside]:
-    reason = _unavailable()
-    if reason:
-        pytest.skip(reason)
+    require_root_network()
     tag = uuid.uuid4().hex[:6]
     n = _free_index()
     out = Outside(tag, f"avo-{tag}", f"avo{tag}", f"198.19.{n}.1", f"198.19.{n}.2")

@@ -15,7 +15,7 @@ from agentvm.host import egress
 from agentvm.host.isolation import parse_egress
 from agentvm.host.proxy import CredentialProxy, upstream_for_variable
 from tests.conftest import DOUBLE_ADMIN
-from tests.integration.isolation.conftest import NETCLIENT, nft_text
+from tests.integration.isolation.conftest import NETCLIENT, Probe, nft_text, probe_argv, probe_results
 from tests.unit.host.servers import RecordingUpstream
 
 pytestmark = [pytest.mark.double, pytest.mark.slow]
@@ -34,12 +34,12 @@ def vm(instance, multipass, double_env):
     return instance, address, gateway, json.loads(runtime.read_text())["leader_pid"]
 
 
-def probe(multipass, name, kind, target, arg, timeout=2.0) -> bool:
-    """Run netclient.py inside the instance (the script arrives on stdin: nothing to install)."""
-    proc = multipass(
-        "exec", name, "--", "python3", "-", kind, target, str(arg), str(timeout), input=NETCLIENT.read_text()
-    )
-    return proc.returncode == 0
+def probes(multipass, name, wanted: list[Probe], timeout=2.0) -> dict[Probe, bool]:
+    """netclient.py's probes at once, as root inside the instance (one exec; the script arrives on stdin)."""
+    argv = probe_argv(wanted, timeout)
+    proc = multipass("exec", name, "--", "sudo", "python3", "-", *argv, input=NETCLIENT.read_text())
+    assert proc.returncode == 0, proc.stderr
+    return probe_results(wanted, proc.stdout)
 
 
 def curl(multipass, name, url, config, *extra):
@@ -49,10 +49,13 @@ def curl(multipass, name, url, config, *extra):
 def test_rules_hold_on_a_real_instance_and_the_proxy_works(vm, multipass, outside, tmp_path):
     name, address, gateway, leader = vm
     table = "agentvm_d" + address.replace(".", "")[-8:]
-    # without rules: everything is reachable (the test can fail)
-    assert probe(multipass, name, "tcp", outside.address, 8080)
-    assert probe(multipass, name, "dns", outside.address, "example.test")
-    assert probe(multipass, name, "dns", gateway, f"{name}.multipass")
+    paths = [
+        ("tcp", outside.address, 8080),
+        ("tcp", outside.address, 443),
+        ("dns", outside.address, "example.test"),
+        ("dns", gateway, f"{name}.multipass"),
+    ]
+    assert probes(multipass, name, paths) == dict.fromkeys(paths, True)  # without rules: all open (it can fail)
 
     upstream = RecordingUpstream()
     proxy = CredentialProxy.start(
@@ -72,14 +75,7 @@ def test_rules_hold_on_a_real_instance_and_the_proxy_works(vm, multipass, outsid
         for argv in (["nft", "flush", "ruleset"], ["iptables", "-F"]):
             done = subprocess.run(["nsenter", "-t", str(leader), "-n", *argv], capture_output=True, text=True)
             assert done.returncode == 0, done.stderr
-        assert multipass("exec", name, "--", "sudo", "true").returncode == 0
-
-        assert not probe(multipass, name, "tcp", outside.address, 8080)
-        assert not probe(multipass, name, "tcp", outside.address, 443)
-        assert not probe(multipass, name, "dns", outside.address, "example.test")
-        assert not probe(multipass, name, "dns", gateway, f"{name}.multipass")
-        direct = curl(multipass, name, f"http://{outside.address}:8080/", "")
-        assert direct.returncode != 0
+        assert probes(multipass, name, paths) == dict.fromkeys(paths, False)  # root in the instance: all closed
 
         env = proxy.vm_env()
         api = curl(
@@ -103,6 +99,7 @@ def test_rules_hold_on_a_real_instance_and_the_proxy_works(vm, multipass, outsid
         upstream.close()
         egress.remove("double-e2e", table=table)
     assert nft_text("inet", table) == ""
-    assert probe(multipass, name, "tcp", outside.address, 8080)  # free again once the run's rules are gone
+    free = [("tcp", outside.address, 8080)]
+    assert probes(multipass, name, free) == dict.fromkeys(free, True)  # free again once the run's rules are gone
     lines = [json.loads(x) for x in (tmp_path / "egress.log").read_text().splitlines()]
     assert [(x["kind"], x["decision"]) for x in lines] == [("api", "allowed"), ("connect", "allowed")]

@@ -63,8 +63,8 @@ def test_each_event_reaches_the_client_before_the_next_is_sent(upstream, proxy):
 
 
 def test_slow_stream_receive_times(upstream, proxy, capsys):
-    """A slow upstream (0.3 s between events): each event arrives before the upstream sends the next one."""
-    upstream.sse_delay = 0.3
+    """A slow upstream (0.1 s between events): each event arrives before the upstream sends the next one."""
+    upstream.sse_delay = 0.1
     events = asyncio.run(
         asyncio.wait_for(read_events(proxy.base_url("anthropic") + "/sse", proxy.token, lambda n: None), 60)
     )

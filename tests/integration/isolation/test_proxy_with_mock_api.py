@@ -20,7 +20,7 @@ REAL_KEY = "sk-mock-api-key-0123456789"
 @pytest.fixture
 def mock(tmp_path):
     server = make_server("127.0.0.1", 0, tmp_path / "record", {"text": "Hello through the proxy"})
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path / "record" / "requests.jsonl"
     server.shutdown()
     server.server_close()

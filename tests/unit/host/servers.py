@@ -8,7 +8,6 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -119,7 +118,10 @@ class RecordingUpstream:
                 if not released:
                     break
             self.sse.sent_at.append(time.monotonic())
-            await response.write(f"event: n\ndata: {json.dumps({'i': i})}\n\n".encode())
+            try:
+                await response.write(f"event: n\ndata: {json.dumps({'i': i})}\n\n".encode())
+            except ConnectionError:  # the proxy cut the stream (stop() during an answer)
+                return response
         await response.write_eof()
         return response
 
@@ -131,15 +133,11 @@ class RecordingUpstream:
         self.loop.close()
 
 
-class TcpOrigin:
-    """A plain HTTP/1.1 origin on raw asyncio streams: answers every request with its head echoed back as JSON
-    (one request per connection), so tests see exactly what the proxy sent."""
+class StreamServer:
+    """A raw asyncio TCP server on its own loop thread; subclasses answer in ``_serve``."""
 
-    def __init__(self, host: str = "127.0.0.1", on_request: Callable[[bytes], None] | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
-        self.heads: list[bytes] = []
-        self.bodies: list[bytes] = []
-        self.on_request = on_request
         self.loop = LoopThread()
         self.server: asyncio.Server | None = None
         self.port = self.loop.call(self._start())
@@ -147,6 +145,24 @@ class TcpOrigin:
     async def _start(self) -> int:
         self.server = await asyncio.start_server(self._serve, self.host, 0)
         return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self.loop.close()
+
+
+class TcpOrigin(StreamServer):
+    """A plain HTTP/1.1 origin on raw asyncio streams: answers every request with its head echoed back as JSON
+    (one request per connection), so tests see exactly what the proxy sent."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.heads: list[bytes] = []
+        self.bodies: list[bytes] = []
+        super().__init__(host)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -170,24 +186,9 @@ class TcpOrigin:
         finally:
             writer.close()
 
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        self.loop.close()
 
-
-class EchoServer:
+class EchoServer(StreamServer):
     """A TCP echo server (what a CONNECT tunnel leads to in tests)."""
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.loop = LoopThread()
-        self.server: asyncio.Server | None = None
-        self.port = self.loop.call(self._start())
-
-    async def _start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, self.host, 0)
-        return int(self.server.sockets[0].getsockname()[1])
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -198,8 +199,3 @@ class EchoServer:
             pass
         finally:
             writer.close()
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        self.loop.close()

@@ -20,20 +20,12 @@ from agentvm.host.proxy import (
     ProxyLimits,
     Secret,
     Upstream,
-    forward_request_headers,
-    presented_tokens,
     upstream_for_variable,
 )
+from agentvm.host.proxy_api import forward_request_headers, presented_tokens
 from tests.unit.host.servers import RecordingUpstream
 
 REAL_KEY = "sk-real-key-never-in-the-vm-0123456789"
-
-
-@pytest.fixture
-def upstream():
-    server = RecordingUpstream()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -417,7 +409,7 @@ def tls_upstream(tmp_path):
 
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out", str(cert),
          "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
         check=True, capture_output=True,
     )  # fmt: skip
@@ -440,3 +432,21 @@ def test_https_upstream_is_verified(tls_upstream, make_proxy):
     status, _, _ = request(trusted.api_ports["anthropic"], headers=[("x-api-key", trusted.token)])
     assert status == 200
     assert server.seen[-1].header("x-api-key") == [REAL_KEY]
+
+
+def test_with_block_stops_the_proxy(upstream):
+    up = Upstream("anthropic", upstream.url, Credential.anthropic(REAL_KEY))
+    with CredentialProxy.start("127.0.0.1", [up], egress=parse_egress("deny")) as proxy:
+        ports = proxy.ports
+        assert proxy.running and len(ports) == 2
+    assert not proxy.running
+    for port in ports:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def test_unknown_option_is_refused_before_anything_starts():
+    threads_before = {t.name for t in __import__("threading").enumerate()}
+    with pytest.raises(TypeError, match="log_paht"):
+        CredentialProxy.start("127.0.0.1", [], log_paht="x")
+    assert {t.name for t in __import__("threading").enumerate()} == threads_before

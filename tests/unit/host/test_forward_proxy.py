@@ -15,7 +15,7 @@ from agentvm.host.isolation import Allowlist, parse_egress
 from agentvm.host.proxy import CredentialProxy
 from agentvm.host.proxy_forward import ForwardLimits, ForwardProxy
 from agentvm.host.proxy_log import EgressLog
-from tests.unit.host.servers import EchoServer, LoopThread, TcpOrigin
+from tests.unit.host.servers import LoopThread
 
 TOKEN = "agentvm-unit-token"
 
@@ -25,20 +25,6 @@ def loop():
     thread = LoopThread()
     yield thread
     thread.close()
-
-
-@pytest.fixture
-def echo():
-    server = EchoServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def origin():
-    server = TcpOrigin()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import tempfile
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -370,6 +371,40 @@ class Connection(ConnectionBase):
         )
         rc, stderr = decode_exit_status(result.rc, result.stderr_bytes)
         return rc, result.stdout_bytes, stderr
+
+    @ensure_connect
+    def exec_argv(
+        self,
+        argv: list[str],
+        *,
+        stdin_path: str | None = None,
+        stdout_path: str | None = None,
+        max_stdout_bytes: int = 0,
+        timeout: float | None = None,
+    ) -> tuple[int, bytes, bytes, bool]:
+        """Run ``argv`` in the instance with one ``multipass exec`` and no module (the agentvm.multipass.exec
+        action): stdin from a controller file, stdout returned or written to a controller file (cut after
+        ``max_stdout_bytes`` when set: the fourth value says so). Returns (rc, stdout, stderr, cut)."""
+        name = self.instance_name
+        command = build_remote_command(shlex.join(argv), str(self.get_option("executable")), self.user)
+        limit = float(timeout) if timeout else float(self.get_option("command_timeout") or 0)
+        display.vvv(f"EXEC (command timeout {limit:g} s) {shlex.join(argv)}", host=name)
+        if stdout_path is not None:
+            cap = max_stdout_bytes if max_stdout_bytes > 0 else 1 << 62
+            result, cut = self._call(
+                "exec",
+                lambda cli: cli.exec_limited(name, command, stdout_path, cap, stdin_path=stdin_path, timeout=limit),
+                always_unreachable=True,
+            )
+        else:
+            cut = False
+            result = self._call(
+                "exec",
+                lambda cli: cli.exec(name, command, stdin_path=stdin_path, timeout=limit),
+                always_unreachable=True,
+            )
+        rc, stderr = decode_exit_status(result.rc, result.stderr_bytes)
+        return rc, result.stdout_bytes, stderr, cut
 
     @ensure_connect
     def put_file(self, in_path: str, out_path: str) -> None:

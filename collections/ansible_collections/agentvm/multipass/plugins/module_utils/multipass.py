@@ -1007,57 +1007,62 @@ class MultipassCLI:
         """Like :meth:`pull`, but stop after ``max_bytes``: the local file is then cut there and the second
         value is True (the client is ended; nothing more is read). For files from an untrusted instance."""
         argv = transfer_pull_argv(self.bin, name, remote_path)
+        return self._to_file(argv, local_path, max_bytes, None, timeout, passthrough=False)
+
+    def exec_limited(
+        self,
+        name: str,
+        command: Sequence[str],
+        local_path: str,
+        max_bytes: int,
+        *,
+        stdin_path: str | None = None,
+        timeout: float | None = None,
+    ) -> tuple[Result, bool]:
+        """``exec`` with stdout written to ``local_path`` and cut after ``max_bytes`` (the client is then ended
+        and the second value is True). The result's rc is the remote status (0 when cut)."""
+        argv = exec_argv(self.bin, name, command)
+        return self._to_file(argv, local_path, max_bytes, stdin_path, timeout, passthrough=True)
+
+    def _to_file(
+        self,
+        argv: Sequence[str],
+        local_path: str,
+        max_bytes: int,
+        stdin_path: str | None,
+        timeout: float | None,
+        passthrough: bool,
+    ) -> tuple[Result, bool]:
         self._log("running: " + " ".join(argv))
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit if limit else None
+        stdin_file = open(stdin_path, "rb") if stdin_path else None  # noqa: SIM115 - closed below
         try:
             proc = self.popen(
-                argv,
-                stdin=subprocess.DEVNULL,
+                list(argv),
+                stdin=stdin_file or subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=dict(self.environ) if self.environ is not None else None,
             )
         except OSError as exc:
             raise MultipassNotInstalledError(f"cannot run {argv[0]!r}: {exc}", argv=argv) from exc
+        finally:
+            if stdin_file is not None:
+                stdin_file.close()
         errors: list[bytes] = []
         reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
         reader.start()
-        written, truncated = 0, False
         try:
-            with open(local_path, "wb") as out:
-                while True:
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise MultipassTimeoutError(
-                            f"multipass transfer did not finish within {limit:g} seconds and was killed", argv=argv
-                        )
-                    ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-                    if not ready:
-                        continue
-                    chunk = os.read(proc.stdout.fileno(), 1024 * 1024)
-                    if not chunk:
-                        break
-                    keep = chunk[: max(0, max_bytes - written)]
-                    out.write(keep)
-                    written += len(keep)
-                    if len(keep) < len(chunk):
-                        truncated = True
-                        break
+            truncated = _copy_capped(proc, local_path, max_bytes, deadline, limit, argv)
         finally:
-            if truncated or (proc.poll() is None and (deadline is not None and time.monotonic() > deadline)):
-                proc.kill()
-            if truncated:
-                proc.wait()
-            else:
-                try:
-                    proc.wait(timeout=max(1.0, (deadline - time.monotonic()) if deadline else 3600))
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            _end(proc, deadline)
             reader.join(timeout=5)
         result = Result(argv=list(argv), rc=0 if truncated else proc.returncode, stderr_bytes=b"".join(errors))
-        if not truncated and proc.returncode != EXIT_OK:
-            raise classify(proc.returncode, "", result.stderr, argv)
+        if not truncated:
+            error = self._failure(result, passthrough)
+            if error is not None:
+                raise error
         return result, truncated
 
     def popen_exec(self, name: str, command: Sequence[str], working_directory: str | None = None) -> subprocess.Popen:
@@ -1092,3 +1097,47 @@ def _outer_timeout(timeout: int | None, phases: int) -> float:
     if not timeout:
         return 0
     return float(timeout) * phases + 60.0
+
+
+def _copy_capped(
+    proc: subprocess.Popen,
+    local_path: str,
+    max_bytes: int,
+    deadline: float | None,
+    limit: float | None,
+    argv: Sequence[str],
+) -> bool:
+    """Copy the process's stdout to ``local_path`` up to ``max_bytes``; True when there was more (then killed)."""
+    written = 0
+    with open(local_path, "wb") as out:
+        while True:
+            if deadline is not None and time.monotonic() > deadline:
+                proc.kill()
+                command = argv[1] if len(argv) > 1 else ""
+                message = f"multipass {command} did not finish within {limit:g} seconds and was killed"
+                raise MultipassTimeoutError(message, argv=argv)
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            if not ready:
+                continue
+            chunk = os.read(proc.stdout.fileno(), 1024 * 1024)
+            if not chunk:
+                return False
+            keep = chunk[: max(0, max_bytes - written)]
+            out.write(keep)
+            written += len(keep)
+            if len(keep) < len(chunk):
+                proc.kill()
+                return True
+
+
+def _end(proc: subprocess.Popen, deadline: float | None) -> None:
+    """Wait for the client (killed already when cut or too slow); never leave it running."""
+    try:
+        proc.wait(timeout=max(1.0, deadline - time.monotonic()) if deadline else None)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
