@@ -93,8 +93,8 @@ def golden(double_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     )
     for var in ("FORCE", "KEEP"):
         env.pop(var, None)
-    # Claude Code (Anthropic Messages) plus one OpenAI-compatible agent, both tested against local mocks.
-    env["AGENTS"] = "claude,opencode"
+    # Every agent that installs from the npm registry alone, each tested against its local mock.
+    env["AGENTS"] = "claude,opencode,gemini,codex"
     started = time.monotonic()
     proc = subprocess.run(
         ["make", "--no-print-directory", "golden"],

@@ -23,7 +23,7 @@ def parse_output(req: RunRequest, run_dir: Path) -> Parsed:
     stdout = run_dir / "stdout.log"
     if not stdout.exists():
         return Parsed()
-    parsed = PARSERS[req.profile.output](stdout)
+    parsed = PARSERS[req.profile.output](stdout, run_dir / "stderr.log")
     if parsed.raw is not None:
         (run_dir / "agent-output.json").write_text(json.dumps(parsed.raw, indent=2, ensure_ascii=False) + "\n")
     return parsed

@@ -28,6 +28,8 @@ def spec(req: RunRequest, vm: VmPaths) -> dict[str, Any]:
             prompt_file=f"{vm.dir}/prompt.txt", prompt=req.prompt, model=req.model, max_turns=req.max_turns
         ),
         "env": {**profile.env, **req.passthrough},
+        "env_from": {name: list(sources) for name, sources in profile.env_from.items()},
+        "config_files": profile.files(req.model, req.max_turns),
         "prompt_via": profile.prompt,
         "timeout": req.timeout,
         "cwd": vm.workspace,

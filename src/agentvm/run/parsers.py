@@ -1,124 +1,67 @@
 """Reading the agent's stdout (fetched from the VM, so hostile): one parser per output format.
 
-Each parser reads the file line by line (bounded: long lines are skipped) and returns a ``Parsed`` whose
-fields are coerced to the types the record needs; a field of the wrong type is dropped, never trusted.
+Each parser reads stdout line by line (bounded: long lines are skipped), and the end of stderr where an agent
+prints its error only there, and returns a ``Parsed`` whose fields are coerced to the types the record
+needs; a field of the wrong type is dropped, never trusted.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-MAX_LINE = 16 * 1024 * 1024
-MAX_DOCUMENT = 64 * 1024 * 1024
-MAX_TEXT = 1024 * 1024  # result_text in the record
-MAX_RAW = 16 * 1024 * 1024  # bytes of events kept for agent-output.json
+from agentvm.run.readout import (
+    MAX_DOCUMENT,
+    MAX_TEXT,
+    Kept,
+    Parsed,
+    as_dict,
+    as_str,
+    as_text,
+    error_message,
+    json_lines,
+    last_json_document,
+    last_line,
+    tail,
+)
+
+__all__ = ["MAX_TEXT", "PARSERS", "Parsed"]
 
 
-@dataclass
-class Parsed:
-    result_text: str | None = None
-    usage: dict[str, Any] | None = None
-    cost: dict[str, float] | None = None
-    model: str | None = None
-    is_error: bool = False
-    error: str | None = None  # the agent's own words about what failed
-    raw: Any = None  # the agent's machine-readable output, for agent-output.json
-    warnings: list[dict[str, str]] = field(default_factory=list)
-
-
-def _str(value: Any, limit: int = 200) -> str | None:
-    return value[:limit] if isinstance(value, str) and value else None
-
-
-def _dict(value: Any) -> dict[str, Any] | None:
-    return value if isinstance(value, dict) else None
-
-
-def _text(value: Any, parsed: Parsed) -> str | None:
-    if not isinstance(value, str):
-        return None
-    if len(value) > MAX_TEXT:
-        parsed.warnings.append(
-            {"code": "result_text_truncated", "path": "stdout.log", "message": f"result_text cut to {MAX_TEXT} chars"}
-        )
-        return value[:MAX_TEXT]
-    return value
-
-
-def lines(path: Path) -> Iterator[bytes]:
-    """The file's lines, skipping any longer than MAX_LINE (read in bounded pieces)."""
-    try:
-        fh = path.open("rb")
-    except OSError:
-        return
-    with fh:
-        while True:
-            line = fh.readline(MAX_LINE + 1)
-            if not line:
-                return
-            if len(line) > MAX_LINE:
-                while line and not line.endswith(b"\n"):
-                    line = fh.readline(MAX_LINE + 1)
-                continue
-            yield line
-
-
-def json_lines(path: Path) -> Iterator[tuple[dict[str, Any], int]]:
-    """The JSON objects of a JSONL file, each with the size of its line."""
-    for line in lines(path):
-        stripped = line.strip()
-        if not stripped.startswith(b"{"):
-            continue
-        try:
-            event = json.loads(stripped)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(event, dict):
-            yield event, len(stripped)
-
-
-class _Kept:
-    """Events kept for agent-output.json, up to MAX_RAW bytes of them."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.size = 0
-
-    def add(self, event: dict[str, Any], size: int) -> None:
-        if self.size + size <= MAX_RAW:
-            self.events.append(event)
-            self.size += size
-
-
-def parse_claude_stream_json(path: Path) -> Parsed:
+def parse_claude_stream_json(path: Path, _stderr: Path | None = None) -> Parsed:
     parsed = Parsed()
     result: dict[str, Any] | None = None
     for event, _size in json_lines(path):
         if event.get("type") == "system" and event.get("subtype") == "init" and parsed.model is None:
-            parsed.model = _str(event.get("model"))
+            parsed.model = as_str(event.get("model"))
         elif event.get("type") == "result":
             result = event
     if result is None:
         parsed.is_error = True
         parsed.error = "Claude Code printed no result event"
         return parsed
-    parsed.result_text = _text(result.get("result"), parsed)
-    parsed.usage = _dict(result.get("usage"))
+    parsed.result_text = as_text(result.get("result"), parsed)
+    parsed.usage = as_dict(result.get("usage"))
     cost = result.get("total_cost_usd")
     if isinstance(cost, int | float) and not isinstance(cost, bool):
         parsed.cost = {"usd": float(cost)}
     parsed.is_error = result.get("is_error") is True or str(result.get("subtype", "")).startswith("error")
     if parsed.is_error:
-        parsed.error = _str(result.get("result"), 2000) or _str(result.get("subtype"))
+        parsed.error = as_str(result.get("result"), 2000) or as_str(result.get("subtype"))
     parsed.raw = result
     return parsed
 
 
-def parse_gemini_json(path: Path) -> Parsed:
+def _gemini_model(stats: dict[str, Any] | None) -> str | None:
+    models = as_dict((stats or {}).get("models"))
+    return as_str(next(iter(models))) if models else None
+
+
+def parse_gemini_json(path: Path, stderr: Path | None = None) -> Parsed:
+    """Gemini CLI's ``-o json``: one document on stdout; on an error stdout is empty and the document (with
+    ``error``) ends stderr, after a stack trace."""
     parsed = Parsed()
     try:
         if path.stat().st_size > MAX_DOCUMENT:
@@ -128,78 +71,124 @@ def parse_gemini_json(path: Path) -> Parsed:
     except (OSError, ValueError, RecursionError):
         doc = None
     if not isinstance(doc, dict):
-        parsed.is_error, parsed.error = True, "Gemini CLI printed no JSON result"
+        doc = last_json_document(tail(stderr))
+    if not isinstance(doc, dict):
+        parsed.is_error = True
+        parsed.error = last_line(tail(stderr)) or "Gemini CLI printed no JSON result"
         return parsed
-    parsed.result_text = _text(doc.get("response"), parsed)
-    stats = _dict(doc.get("stats"))
-    parsed.usage = stats
-    models = _dict((stats or {}).get("models"))
-    if models:
-        parsed.model = _str(next(iter(models)))
+    parsed.result_text = as_text(doc.get("response"), parsed)
+    parsed.usage = as_dict(doc.get("stats"))
+    parsed.model = _gemini_model(parsed.usage)
     error = doc.get("error")
     if error:
         parsed.is_error = True
-        parsed.error = (
-            _str((_dict(error) or {}).get("message"), 2000) or _str(error, 2000) or "Gemini CLI reported an error"
-        )
+        parsed.error = error_message(error) or "Gemini CLI reported an error"
     parsed.raw = doc
     return parsed
 
 
-def parse_codex_jsonl(path: Path) -> Parsed:
+def parse_gemini_stream_json(path: Path, stderr: Path | None = None) -> Parsed:
+    """Gemini CLI's ``-o stream-json``: ``init{model}``, ``message`` (assistant text in ``delta`` pieces),
+    ``tool_use``/``tool_result``, and last ``result{status, error, stats}``."""
     parsed = Parsed()
-    kept = _Kept()
+    kept = Kept()
+    texts: list[str] = []
+    length = 0
+    result: dict[str, Any] | None = None
     for event, size in json_lines(path):
         kept.add(event, size)
         kind = event.get("type")
-        item = _dict(event.get("item")) or {}
-        if kind == "item.completed" and item.get("type") == "agent_message":
-            parsed.result_text = _text(item.get("text"), parsed) or parsed.result_text
-        elif kind == "turn.completed":
-            parsed.usage = _dict(event.get("usage")) or parsed.usage
-        elif kind in ("turn.failed", "error"):
-            parsed.is_error = True
-            detail = _dict(event.get("error")) or event
-            parsed.error = _str(detail.get("message"), 2000) or parsed.error or str(kind)
+        if kind == "init" and parsed.model is None:
+            parsed.model = as_str(event.get("model"))
+        elif kind == "message" and event.get("role") == "assistant" and isinstance(event.get("content"), str):
+            if length <= MAX_TEXT:
+                texts.append(event["content"])
+                length += len(event["content"])
+        elif kind == "result":
+            result = event
+    parsed.result_text = as_text("".join(texts), parsed) or None
     parsed.raw = kept.events or None
+    if result is None:
+        parsed.is_error = True
+        doc = last_json_document(tail(stderr))
+        parsed.error = (
+            error_message((doc or {}).get("error")) or last_line(tail(stderr)) or "Gemini CLI printed no result event"
+        )
+        return parsed
+    parsed.usage = as_dict(result.get("stats"))
+    parsed.model = parsed.model or _gemini_model(parsed.usage)
+    if result.get("status") != "success" or result.get("error"):
+        parsed.is_error = True
+        parsed.error = error_message(result.get("error")) or f"Gemini CLI ended with status {result.get('status')!r}"
     return parsed
 
 
-def parse_opencode_jsonl(path: Path) -> Parsed:
+def parse_codex_jsonl(path: Path, _stderr: Path | None = None) -> Parsed:
+    """Codex's ``exec --json``: ``item.completed`` items (``agent_message`` text; ``error`` items are warnings),
+    ``turn.completed{usage}``, or ``error{message}`` then ``turn.failed{error{message}}``."""
     parsed = Parsed()
-    kept = _Kept()
+    kept = Kept()
+    completed = failed = False
+    last_error: str | None = None
+    for event, size in json_lines(path):
+        kept.add(event, size)
+        kind = event.get("type")
+        item = as_dict(event.get("item")) or {}
+        if kind == "item.completed" and item.get("type") == "agent_message":
+            parsed.result_text = as_text(item.get("text"), parsed) or parsed.result_text
+        elif kind == "turn.completed":
+            completed = True
+            parsed.usage = as_dict(event.get("usage")) or parsed.usage
+        elif kind == "turn.failed":
+            failed = True
+            last_error = error_message(event.get("error")) or last_error
+        elif kind == "error":
+            last_error = as_str(event.get("message"), 2000) or last_error
+    parsed.raw = kept.events or None
+    if failed or not completed:
+        parsed.is_error = True
+        parsed.error = last_error or ("Codex reported a failed turn" if failed else "Codex printed no completed turn")
+    return parsed
+
+
+def parse_opencode_jsonl(path: Path, _stderr: Path | None = None) -> Parsed:
+    parsed = Parsed()
+    kept = Kept()
     texts: list[str] = []
     length = 0
     for event, size in json_lines(path):
         kept.add(event, size)
-        part = _dict(event.get("part")) or {}
+        part = as_dict(event.get("part")) or {}
         if event.get("type") == "text" and isinstance(part.get("text"), str) and length <= MAX_TEXT:
             texts.append(part["text"])
             length += len(part["text"])
         elif event.get("type") == "error":
             parsed.is_error = True
-            detail = _dict(event.get("error")) or {}
-            data = _dict(detail.get("data")) or {}
-            parsed.error = _str(data.get("message"), 2000) or _str(detail.get("name")) or "opencode reported an error"
-    parsed.result_text = _text("".join(texts), parsed) or None
+            detail = as_dict(event.get("error")) or {}
+            data = as_dict(detail.get("data")) or {}
+            parsed.error = (
+                as_str(data.get("message"), 2000) or as_str(detail.get("name")) or "opencode reported an error"
+            )
+    parsed.result_text = as_text("".join(texts), parsed) or None
     parsed.raw = kept.events or None
     return parsed
 
 
-def parse_text(path: Path) -> Parsed:
+def parse_text(path: Path, _stderr: Path | None = None) -> Parsed:
     parsed = Parsed()
     try:
         with path.open("rb") as fh:
             data = fh.read(MAX_TEXT + 1)
     except OSError:
         return parsed
-    parsed.result_text = _text(data.decode("utf-8", "replace").strip(), parsed) or None
+    parsed.result_text = as_text(data.decode("utf-8", "replace").strip(), parsed) or None
     return parsed
 
 
-PARSERS: dict[str, Callable[[Path], Parsed]] = {
+PARSERS: dict[str, Callable[[Path, Path | None], Parsed]] = {
     "claude_stream_json": parse_claude_stream_json,
     "gemini_json": parse_gemini_json,
+    "gemini_stream_json": parse_gemini_stream_json,
     "codex_jsonl": parse_codex_jsonl,
     "opencode_jsonl": parse_opencode_jsonl,
     "text": parse_text,

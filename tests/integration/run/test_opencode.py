@@ -25,7 +25,9 @@ def test_opencode_answers_from_the_chat_completions_mock(golden, mock: Mock, tmp
             "mock": {
                 "npm": "@ai-sdk/openai-compatible",
                 "name": "Mock",
-                "options": {"baseURL": f"{base}/v1", "apiKey": "{env:OPENAI_API_KEY}"},
+                # The VM reaches the model API only through the credential proxy, whose URL it gets in
+                # OPENAI_BASE_URL (egress is denied otherwise); the host's OPENAI_BASE_URL is the proxy's upstream.
+                "options": {"baseURL": "{env:OPENAI_BASE_URL}", "apiKey": "{env:OPENAI_API_KEY}"},
                 "models": {"m1": {"name": "m1"}},
             }
         },
@@ -40,6 +42,7 @@ def test_opencode_answers_from_the_chat_completions_mock(golden, mock: Mock, tmp
         "AGENT": "opencode",
         "MODEL": "mock/m1",
         "OPENAI_API_KEY": "sk-openai-test",
+        "OPENAI_BASE_URL": f"{base}/v1",
         "OPENCODE_CONFIG_CONTENT": json.dumps(config),
     }
     proc = subprocess.run(

@@ -42,7 +42,7 @@ def test_every_profile_is_complete():
     for name, data in load_profiles().items():
         assert {"binary", "prompt", "argv", "output", "credentials"} <= set(data), name
         assert data["prompt"] in ("stdin", "argv") and data["output"] in (
-            "claude_stream_json", "gemini_json", "codex_jsonl", "opencode_jsonl", "text"
+            "claude_stream_json", "gemini_stream_json", "gemini_json", "codex_jsonl", "opencode_jsonl", "text"
         )  # fmt: skip
 
 
