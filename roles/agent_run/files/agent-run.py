@@ -6,8 +6,8 @@ WORK_DIR/spec.json (written by the agentvm entry point) holds {"argv": [...], "e
 {NAME: [VAR, ...]}, "config_files": [{"path", "format", "content", "defaults", "values", "when"}], "prompt_via":
 "stdin"|"argv", "timeout": seconds, "cwd": path, "summary": file name}. The credentials (JSON) come on stdin
 (``-``, so they never touch a file in the VM) or from a file deleted at once; they are put into the agent's
-environment only, so they exist only in the agent process. Before the agent starts: each NAME of env_from unset in that environment gets the value of the first
-VAR set; TMPDIR is a fresh folder of this run; the config files are written in the agent's home, their
+environment only, so they exist only in the agent process. Before the agent starts: each NAME of env_from
+unset in that environment gets the value of the first VAR set; TMPDIR is a fresh folder of this run; the config files are written in the agent's home, their
 content a string.Template filled from the run's values, the environment, then the file's defaults (values
 escaped for the file's format; a file whose `when` variable is unset is skipped). Writes stdout.log,
 stderr.log and the summary ({"exit_code", "timed_out", "seconds"}) into WORK_DIR; always exits 0 once the
