@@ -2,16 +2,16 @@
 """Runs the agent inside the VM (installed per run by the agent_run role; standard library only).
 
 Usage: agent-run.py WORK_DIR SECRETS_FILE|-
-WORK_DIR/spec.json (written by the agentvm entry point) holds {"argv": [...], "env": {...}, "env_from":
-{NAME: [VAR, ...]}, "config_files": [{"path", "format", "content", "defaults", "values", "when"}], "prompt_via":
-"stdin"|"argv", "timeout": seconds, "cwd": path, "summary": file name}. The credentials (JSON) come on stdin
-(``-``, so they never touch a file in the VM) or from a file deleted at once; they are put into the agent's
-environment only, so they exist only in the agent process. Before the agent starts: each NAME of env_from
-unset in that environment gets the value of the first VAR set; TMPDIR is a fresh folder of this run; the config files are written in the agent's home, their
-content a string.Template filled from the run's values, the environment, then the file's defaults (values
-escaped for the file's format; a file whose `when` variable is unset is skipped). Writes stdout.log,
-stderr.log and the summary ({"exit_code", "timed_out", "seconds"}) into WORK_DIR; always exits 0 once the
-agent ran. Everything it writes is a claim: the host checks it (the agent can rewrite any of it).
+WORK_DIR/spec.json (written by the agentvm entry point) holds {"argv": [...], "env": {...}, "env_from": {NAME: [VAR,
+...]}, "config_files": [{"path", "format", "content", "defaults", "values", "when"}], "prompt_via": "stdin"|"argv",
+"timeout": seconds, "cwd": path, "summary": file name}. The credentials (JSON) come on stdin (``-``, so they never
+touch a file in the VM) or from a file deleted at once; they are put into the agent's environment only, so they
+exist only in the agent process. Before the agent starts: each NAME of env_from unset in that environment gets the
+value of the first VAR set; TMPDIR is a fresh folder of this run; the config files are written in the agent's home,
+their content a string.Template filled from the run's values, the environment, then the file's defaults (values
+escaped for the file's format; a file whose `when` variable is unset is skipped). Writes stdout.log, stderr.log and
+the summary ({"exit_code", "timed_out", "seconds"}) into WORK_DIR; always exits 0 once the agent ran. Everything it
+writes is a claim: the host checks it (the agent can rewrite any of it).
 """
 
 import json
@@ -104,6 +104,19 @@ def agent_env(spec: dict, work: str, secrets: dict) -> dict:
     return env
 
 
+def wait_agent(proc: subprocess.Popen, timeout: float) -> tuple[int, bool]:
+    """The agent's exit code, and whether it was stopped at ``timeout`` (its whole process group is ended)."""
+    try:
+        return proc.wait(timeout=timeout), False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            return proc.wait(timeout=15), True
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait(), True
+
+
 def main(work: str, secrets_file: str) -> int:
     with open(os.path.join(work, "spec.json"), encoding="utf-8") as fh:
         spec = json.load(fh)
@@ -111,25 +124,20 @@ def main(work: str, secrets_file: str) -> int:
     write_config_files(spec.get("config_files") or [], env)
     stdin_path = os.path.join(work, "prompt.txt") if spec["prompt_via"] == "stdin" else os.devnull
     started = time.monotonic()
-    timed_out = False
     with (
         open(stdin_path, "rb") as stdin,
         open(os.path.join(work, "stdout.log"), "wb") as out,
         open(os.path.join(work, "stderr.log"), "wb") as err,
     ):
-        proc = subprocess.Popen(
-            spec["argv"], stdin=stdin, stdout=out, stderr=err, env=env, cwd=spec["cwd"], start_new_session=True
-        )
         try:
-            code = proc.wait(timeout=spec["timeout"])
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                code = proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                code = proc.wait()
+            proc = subprocess.Popen(
+                spec["argv"], stdin=stdin, stdout=out, stderr=err, env=env, cwd=spec["cwd"], start_new_session=True
+            )
+        except OSError as exc:  # the agent's program is missing or cannot run: the agent failed (like a shell's 127)
+            err.write(f"agent-run.py: cannot start {spec['argv'][0]!r}: {exc.strerror}\n".encode())
+            code, timed_out = 127, False
+        else:
+            code, timed_out = wait_agent(proc, spec["timeout"])
     result = {"exit_code": code, "timed_out": timed_out, "seconds": round(time.monotonic() - started, 3)}
     with open(os.path.join(work, spec.get("summary") or "agent-summary.json"), "w", encoding="utf-8") as fh:
         json.dump(result, fh)

@@ -109,7 +109,7 @@ def _argv(item: Item, batch_id: str) -> list[str]:
             if value:
                 argv.append(option.flag)
         else:
-            argv += [option.flag, str(value)]
+            argv.append(f"{option.flag}={value}")  # one item: a value starting with - stays a value
     return [*argv, "-"] if item.inp.prompt is not None else argv
 
 

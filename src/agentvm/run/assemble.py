@@ -88,7 +88,7 @@ def record(
         "started_at": started_at,
         "finished_at": now_iso(),
         "error": None if error is None else {k: redactor.text(v) for k, v in error.as_error().items()},
-        "warnings": warnings,
+        "warnings": [{k: redactor.text(str(v)) for k, v in w.items()} for w in warnings],
         "labels": dict(req.labels),
         "trigger": dict(req.trigger) if req.trigger else None,
         "location": record_mod.location(run_dir),

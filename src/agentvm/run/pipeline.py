@@ -158,7 +158,6 @@ class Run:
                 "dir": self.vm.dir,
                 "summary": self.vm.summary,
                 "results": self.vm.results,
-                "diagnostics": self.vm.diagnostics,
             },
             "agentvm_timeout": self.req.timeout,
             "agentvm_vm_timeout": self.settings.vm_timeout,

@@ -30,9 +30,5 @@ class VmPaths:
         """The tar collect.sh writes and the playbook fetches."""
         return f"{self.dir}/results.tar"
 
-    @property
-    def diagnostics(self) -> str:
-        return f"/tmp/agentvm-diagnostics-{self.run_id}.tar"
-
     workspace = f"{HOME}/workspace"
     output = f"{HOME}/output"

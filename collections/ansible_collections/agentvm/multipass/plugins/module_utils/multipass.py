@@ -1051,7 +1051,7 @@ class MultipassCLI:
             if stdin_file is not None:
                 stdin_file.close()
         errors: list[bytes] = []
-        reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+        reader = threading.Thread(target=_drain, args=(proc.stderr, errors, MAX_STDERR), daemon=True)
         reader.start()
         try:
             truncated = _copy_capped(proc, local_path, max_bytes, deadline, limit, argv)
@@ -1097,6 +1097,19 @@ def _outer_timeout(timeout: int | None, phases: int) -> float:
     if not timeout:
         return 0
     return float(timeout) * phases + 60.0
+
+
+#: The most stderr kept from a client whose stdout goes to a file (the rest is read and dropped).
+MAX_STDERR = 1024 * 1024
+
+
+def _drain(stream: IO[bytes], into: list[bytes], limit: int) -> None:
+    """Read ``stream`` to its end, keeping at most ``limit`` bytes (an untrusted instance's stderr)."""
+    kept = 0
+    while chunk := stream.read(65536):
+        if kept < limit:
+            into.append(chunk[: limit - kept])
+            kept += len(into[-1])
 
 
 def _copy_capped(

@@ -9,7 +9,7 @@ module: push
 short_description: Copy a controller file into a Multipass instance with one C(multipass transfer)
 description:
   - Streams O(src) into O(dest) of the instance the task is delegated to, through the connection's C(put_file)
-    (C(multipass transfer -) for the default user), with no module on the instance: no checksum, mode or owner
+    (C(multipass transfer -) for the default user), with no module on the instance, so no checksum, mode or owner
     handling. The file is written as the connection's user with that user's umask.
   - For bundles and archives a later command unpacks; use M(ansible.builtin.copy) for managed files.
 version_added: 0.3.0
