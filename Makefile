@@ -20,7 +20,7 @@ AGENTVM      := $(VENV_BIN)/agentvm
 DOUBLE       := simulator/bin/multipass-double
 
 .PHONY: help setup lint test test-unit double-down golden verify-golden run demo batch pool pool-stop clean doctor runs show bench \
-        service service-stop submit
+        service service-stop submit molecule
 
 help: ## List the targets, one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -83,6 +83,9 @@ runs: $(STAMP) ## List recent runs: id, status, agent, duration, first line of t
 
 show: $(STAMP) ## Print one run's summary (RUN=<id>, a unique prefix, or last)
 	@$(AGENTVM) show
+
+molecule: $(STAMP) ## Each role's Molecule scenario, one `molecule test` each (ROLES=run_vm,agent_run; the double when no Multipass)
+	@$(VENV_BIN)/python scripts/molecule.py
 
 bench: $(STAMP) ## Orchestration overhead, batch wall times (the double's realistic latency), the proxy's added latency (figures only)
 	@$(VENV_BIN)/python scripts/bench_ops.py
