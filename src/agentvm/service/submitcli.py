@@ -49,14 +49,17 @@ def _prompt(args: argparse.Namespace, env: Mapping[str, str], stdin: IO[bytes] |
     return b""
 
 
-def build_spec(args: argparse.Namespace, env: Mapping[str, str], stdin: IO[bytes] | None = None) -> RunSpec:
-    """The run request from ``agentvm submit``'s options and the environment (like ``agentvm run``). Checks
-    everything that can be checked here; raises UsageError before anything is submitted."""
+def build_spec(
+    args: argparse.Namespace, env: Mapping[str, str], stdin: IO[bytes] | None = None, prompt: bytes | None = None
+) -> RunSpec:
+    """The run request from ``agentvm submit``'s options and the environment (like ``agentvm run``); ``prompt``
+    given, the options' and environment's prompt are not read. Checks everything that can be checked here;
+    raises UsageError before anything is submitted."""
     from agentvm.run.profiles import ARGV_PROMPT_LIMIT, get_profile
 
     default_timeout = int(role_defaults("agent_run")["agent_run_timeout"])
 
-    prompt = _prompt(args, env, stdin)
+    prompt = _prompt(args, env, stdin) if prompt is None else prompt
     agent = args.agent or env.get("AGENT") or None
     command = args.agent_command or env.get("AGENT_COMMAND") or None
     credentials = args.agent_credentials or env.get("AGENT_CREDENTIALS") or None
@@ -95,6 +98,54 @@ def build_spec(args: argparse.Namespace, env: Mapping[str, str], stdin: IO[bytes
         heartbeat_timeout=heartbeat or DEFAULT_HEARTBEAT_TIMEOUT,
         trigger={"kind": "submit", "name": None, "id": None},
     )
+    return validate(spec)
+
+
+# The run options a trigger (a schedule, a webhook route, an MCP call) may set: `agentvm submit`'s own options.
+TRIGGER_OPTIONS = (
+    "agent",
+    "timeout",
+    "workspace",
+    "ref",
+    "model",
+    "max_turns",
+    "agent_command",
+    "agent_credentials",
+    "keep",
+    "host",
+    "label",
+    "attempts",
+)
+
+
+def trigger_spec(
+    prompt: bytes, options: Mapping[str, Any], env: Mapping[str, str], trigger: Mapping[str, str | None]
+) -> RunSpec:
+    """The run request of a trigger: ``prompt`` (bytes, data), ``options`` as `agentvm submit` takes them (keys of
+    TRIGGER_OPTIONS; values are strings, numbers, booleans, or a list of KEY=VALUE for ``label``) and the
+    trigger's ``{"kind", "name", "id"}``. The environment supplies what the options do not, as for `submit`.
+    Raises UsageError before anything is submitted."""
+    unknown = sorted(set(options) - set(TRIGGER_OPTIONS))
+    if unknown:
+        raise UsageError(f"unknown run option(s) {', '.join(unknown)}: choose from {', '.join(TRIGGER_OPTIONS)}")
+    values: dict[str, Any] = {name: None for name in TRIGGER_OPTIONS}
+    values.update(keep=False, label=[])
+    for name, value in options.items():
+        if name == "label":
+            if isinstance(value, Mapping):
+                value = [f"{k}={v}" for k, v in value.items()]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise UsageError("the run option label takes a list of KEY=VALUE strings (or a mapping)")
+        elif name == "keep":
+            value = parse_bool("keep", value if isinstance(value, str) else str(bool(value)).lower())
+        elif value is not None:
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise UsageError(f"the run option {name} takes a string or a number, got {type(value).__name__}")
+            value = str(value)
+        values[name] = value
+    args = argparse.Namespace(prompt=None, prompt_file=None, **values)
+    spec = build_spec(args, env, prompt=prompt)  # the trigger's text is the prompt, never $PROMPT or $PROMPT_FILE
+    spec.trigger = dict(trigger)
     return validate(spec)
 
 
