@@ -133,11 +133,6 @@ def test_the_credential_is_redacted_from_the_files_and_names_the_agent_made(runs
     assert (folder / "stderr.log").read_text() == "the key: [redacted:HOSTILE_KEY]\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline.py (_record/_assemble) puts the extraction warnings into result.json without the redactor: "
-    "a link named after the credential in ~/output puts the credential into warnings[].path and .message",
-)
 def test_the_credential_is_not_in_the_record(runs):
     s = runs["links"]
     assert s.key not in (run_folder(s.sandbox) / "result.json").read_text()
