@@ -196,10 +196,32 @@ def check_egress() -> list[Check]:
     ]
 
 
+def check_pool(settings: Settings, mp: Multipass) -> list[Check]:
+    """The warm pool (docs/speed.md): its keeper and its ready VMs."""
+    from agentvm.host.pool import Pool
+
+    pool = Pool(settings, mp)
+    ready = pool.ready()
+    names = ", ".join(vm.name for vm in ready[:4]) + (" ..." if len(ready) > 4 else "")
+    if pool.keeper_alive():
+        return [Check("warm pool", "ok", f"keeper running; {len(ready)} ready VM(s){': ' + names if ready else ''}")]
+    if ready:
+        return [
+            Check(
+                "warm pool",
+                "warn",
+                f"{len(ready)} VM(s) of a keeper that is not running: {names}",
+                "`make clean` deletes them; `make pool POOL=N` starts a keeper again",
+            )
+        ]
+    return [Check("warm pool", "ok", "none (`make pool POOL=N` keeps N VMs ready for instant starts)")]
+
+
 def run_checks(settings: Settings) -> list[Check]:
     checks, mp = check_multipass(settings)
     if mp is not None:
         checks += check_golden(settings, mp)
+        checks += check_pool(settings, mp)
     checks += check_resources(settings)
     checks += check_credentials(settings)
     checks += check_egress()

@@ -64,3 +64,22 @@ def test_a_vm_of_another_golden_is_not_claimed(tmp_path):
     assert pool.stale("new", 3600)[0].name == "p-pool-20260101t000000-aaaaaa"
     fill(tmp_path, ["p-pool-20260101t000000-bbbbbb"], manifest="new")
     assert pool.claim("new").name == "p-pool-20260101t000000-bbbbbb"
+
+
+def test_doctor_reports_the_pool(tmp_path):
+    import fcntl
+
+    from agentvm.host.doctor import check_pool
+
+    settings = Settings.load({"AGENTVM_STATE_DIR": str(tmp_path)})
+    mp = Multipass(None, {})
+    (none,) = check_pool(settings, mp)
+    assert (none.level, "make pool POOL=N" in none.detail) == ("ok", True)
+    fill(tmp_path, ["p-pool-20260101t000001-abcdef", "p-pool-20260101t000002-abcdef"])
+    (orphaned,) = check_pool(settings, mp)
+    assert orphaned.level == "warn" and "2 VM(s) of a keeper that is not running" in orphaned.detail
+    assert "make clean" in orphaned.fix
+    with open(tmp_path / "pool" / "keeper.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        (kept,) = check_pool(settings, mp)
+    assert kept.level == "ok" and "keeper running; 2 ready VM(s)" in kept.detail
