@@ -183,7 +183,7 @@ def times(cron: str | None, every: str | None, timezone: str | None) -> Times:
     if every is not None or (cron or "").strip().lower().startswith("@every"):
         if timezone is not None:
             raise UsageError("--timezone applies to --cron expressions only, not to intervals")
-        text = every if every is not None else (cron or "").strip()[len("@every") :]
+        text = every if every is not None else (cron or "").strip()[len("@every") :].strip()
         return Times(every=parse_duration(text, "the interval" if every is None else "--every"))
     return Times(cron=check_cron(cron or ""), timezone=check_timezone(timezone) if timezone is not None else None)
 
