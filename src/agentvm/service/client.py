@@ -90,15 +90,9 @@ def run_search_attributes(spec: RunSpec) -> Any:
     """The search attributes a run starts with (status queued, agent, host, labels): for submits and schedules."""
     from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-    keys = _keys()
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(keys["status"], naming.QUEUED),
-            SearchAttributePair(keys["agent"], spec.agent or "default"),
-            SearchAttributePair(keys["host"], spec.host or ""),
-            SearchAttributePair(keys["labels"], [f"{k}={v}" for k, v in sorted(spec.labels.items())]),
-        ]
-    )
+    keys, labels = _keys(), [f"{k}={v}" for k, v in sorted(spec.labels.items())]
+    values = {"status": naming.QUEUED, "agent": spec.agent or "default", "host": spec.host or "", "labels": labels}
+    return TypedSearchAttributes([SearchAttributePair(keys[key], value) for key, value in values.items()])
 
 
 def check_attributes_error(exc: Exception, settings: config.Settings) -> None:
