@@ -1,8 +1,8 @@
-"""``agentvm service | worker | submit | status | cancel`` (docs/service.md).
+"""``agentvm service | worker | submit | status | cancel`` (docs/service.md), ``agentvm schedule`` (docs/triggers.md).
 
 ``agentvm.cli`` hands these commands to :func:`exit_with`; tests call :func:`main`. Exit codes: the run's own code
 for ``submit --wait`` (docs/run.md: 0, 1, 3, 4, 130), 2 for bad input (nothing was submitted), 3 when the service
-cannot be reached, 1 for an unknown workflow id.
+cannot be reached, 1 for an unknown workflow id or schedule (or a schedule name taken already).
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import contextlib
 import os
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 from agentvm.errors import Exit, UsageError
-from agentvm.service import config, servicecli, submitcli
+from agentvm.service import config, schedspec, schedules, servicecli, submitcli
 from agentvm.service.spec import DEFAULT_ATTEMPTS
 from agentvm.settings import parse_bool
 
@@ -33,6 +34,61 @@ def _say(text: str) -> None:
 # --- argument parsing -------------------------------------------------------------------------------------------
 
 
+def run_options(p: argparse.ArgumentParser) -> None:
+    """The run options of `submit` (and of a schedule's runs): submitcli.TRIGGER_OPTIONS."""
+    p.add_argument("--agent")
+    p.add_argument("--timeout")
+    p.add_argument("--workspace", help="a git URL (https://, ssh://, file://), or a folder on the host given by --host")
+    p.add_argument("--ref", help="the branch, tag or commit of a git workspace (default: the remote's HEAD)")
+    p.add_argument("--model")
+    p.add_argument("--max-turns")
+    p.add_argument("--agent-command")
+    p.add_argument("--agent-credentials", help="names of the worker host's variables to deliver (custom agent)")
+    p.add_argument("--keep", action="store_true")
+    p.add_argument("--host", help="run on this worker host only (its AGENTVM_HOST)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="a label for the run (repeatable)")
+    p.add_argument(
+        "--attempts", help=f"attempts for infra failures (default $AGENTVM_SERVICE_ATTEMPTS or {DEFAULT_ATTEMPTS})"
+    )
+
+
+def schedule_parser(sub: Any) -> None:
+    """`agentvm schedule ...` (schedules.py, docs/triggers.md)."""
+    sch = sub.add_parser("schedule", help="recurring runs on Temporal Schedules (add, list, show, pause, ...)")
+    acts = sch.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = acts.add_parser("add", help="add a schedule: its runs start the way `submit` does, on the cron or interval")
+    a.add_argument("name", help="lower-case letters, digits and '-' (the Temporal schedule is agentvm-NAME)")
+    when = a.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help='five fields, e.g. "0 6 * * 1-5" (or @daily, @hourly, ..., @every 15m)')
+    when.add_argument("--every", help="an interval: seconds, or a duration like 90s, 15m, 2h, 1d")
+    a.add_argument("--timezone", help="the time zone of --cron (IANA name, default UTC)")
+    text = a.add_mutually_exclusive_group(required=True)
+    text.add_argument("--prompt", help="the prompt text (data: never templated or expanded)")
+    text.add_argument("--prompt-file", help="a file whose bytes are the prompt (read once, now)")
+    run_options(a)
+    a.add_argument(
+        "--overlap",
+        default=schedspec.DEFAULT_OVERLAP,
+        choices=schedspec.OVERLAP_POLICIES,
+        help="when a run is due while the last still runs (default skip)",
+    )
+    a.add_argument("--paused", action="store_true", help="add it paused (`resume` starts it)")
+    a.add_argument("--note", help="a note shown by `show` and in the Temporal UI")
+    ls = acts.add_parser("list", help="the schedules, their state and next run")
+    ls.add_argument("--json", action="store_true")
+    sh = acts.add_parser("show", help="one schedule: times, overlap, state, next and recent runs, the run request")
+    sh.add_argument("name")
+    sh.add_argument("--json", action="store_true")
+    for action, text_ in (("pause", "stop starting runs (runs already started go on)"), ("resume", "start again")):
+        pr = acts.add_parser(action, help=text_)
+        pr.add_argument("name")
+        pr.add_argument("--note", help="why (shown by `show` and in the Temporal UI)")
+    t = acts.add_parser("trigger", help="start one run now (also when paused); prints its workflow id")
+    t.add_argument("name")
+    t.add_argument("--overlap", choices=schedspec.OVERLAP_POLICIES, help="instead of the schedule's policy")
+    acts.add_parser("delete", help="delete the schedule (runs already started go on)").add_argument("name")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agentvm", description="agentvm's service: durable runs on Temporal.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -48,22 +104,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", help="submit a run to the service (same options as `agentvm run`)")
     s.add_argument("prompt", nargs="?", help="the prompt, or - to read it from stdin (default: $PROMPT / $PROMPT_FILE)")
     s.add_argument("--prompt-file")
-    s.add_argument("--agent")
-    s.add_argument("--timeout")
-    s.add_argument("--workspace", help="a git URL (https://, ssh://, file://), or a folder on the host given by --host")
-    s.add_argument("--ref", help="the branch, tag or commit of a git workspace (default: the remote's HEAD)")
-    s.add_argument("--model")
-    s.add_argument("--max-turns")
-    s.add_argument("--agent-command")
-    s.add_argument("--agent-credentials", help="names of the worker host's variables to deliver (custom agent)")
-    s.add_argument("--keep", action="store_true")
+    run_options(s)
     s.add_argument("--json", action="store_true", help="print the record (with --wait) or the id as JSON on stdout")
-    s.add_argument("--host", help="run on this worker host only (its AGENTVM_HOST)")
     s.add_argument("--key", help="idempotency key: the workflow id; submitting the same key again starts no new run")
-    s.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="a label for the run (repeatable)")
-    s.add_argument(
-        "--attempts", help=f"attempts for infra failures (default $AGENTVM_SERVICE_ATTEMPTS or {DEFAULT_ATTEMPTS})"
-    )
     waiting = s.add_mutually_exclusive_group()
     waiting.add_argument("--wait", action="store_true", help="wait for the run; exit with its exit code")
     waiting.add_argument("--follow", action="store_true", help="like --wait, printing each change of state")
@@ -79,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cancel", help="cancel a run (its VM is deleted; the record says interrupted)")
     c.add_argument("workflow_id")
     c.add_argument("--no-wait", action="store_true", help="return once the cancel is requested")
+    schedule_parser(sub)
     return p
 
 
@@ -110,6 +154,8 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
         if args.command == "submit":
             _make_variables(args, env)
             return asyncio.run(submitcli._submit(args, env))
+        if args.command == "schedule":
+            return asyncio.run(schedules.main(args, env))
         if args.command == "status":
             return asyncio.run(submitcli._status(args, env))
         return asyncio.run(submitcli._cancel(args, env))

@@ -86,20 +86,29 @@ def summary_line(prompt: bytes, agent: str | None) -> str:
     return f"{agent or 'agent'}: {first[:80]}{'...' if len(first) > 80 else ''}"
 
 
+def run_search_attributes(spec: RunSpec) -> Any:
+    """The search attributes a run starts with (status queued, agent, host, labels): for submits and schedules."""
+    from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+    keys, labels = _keys(), [f"{k}={v}" for k, v in sorted(spec.labels.items())]
+    values = {"status": naming.QUEUED, "agent": spec.agent or "default", "host": spec.host or "", "labels": labels}
+    return TypedSearchAttributes([SearchAttributePair(keys[key], value) for key, value in values.items()])
+
+
+def check_attributes_error(exc: Exception, settings: config.Settings) -> None:
+    """Raise Unavailable with what to do when Temporal refused a start for lack of agentvm's search attributes."""
+    if "search attribute" in str(exc).lower():
+        raise config.Unavailable(
+            f"the Temporal namespace {settings.namespace} lacks agentvm's search attributes ({exc}); start a"
+            " worker once (it registers them) or create them: see docs/service.md"
+        ) from None
+
+
 async def submit(client: Any, settings: config.Settings, spec: RunSpec, workflow_id: str) -> Submitted:
-    from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+    from temporalio.common import WorkflowIDReusePolicy
     from temporalio.exceptions import WorkflowAlreadyStartedError
     from temporalio.service import RPCError
 
-    keys = _keys()
-    attributes = TypedSearchAttributes(
-        [
-            SearchAttributePair(keys["status"], naming.QUEUED),
-            SearchAttributePair(keys["agent"], spec.agent or "default"),
-            SearchAttributePair(keys["host"], spec.host or ""),
-            SearchAttributePair(keys["labels"], [f"{k}={v}" for k, v in sorted(spec.labels.items())]),
-        ]
-    )
     try:
         await client.start_workflow(
             naming.WORKFLOW_TYPE,
@@ -107,17 +116,13 @@ async def submit(client: Any, settings: config.Settings, spec: RunSpec, workflow
             id=workflow_id,
             task_queue=settings.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=attributes,
+            search_attributes=run_search_attributes(spec),
             static_summary=summary_line(spec.prompt, spec.agent),
         )
     except WorkflowAlreadyStartedError:
         return Submitted(workflow_id, created=False)
     except RPCError as exc:
-        if "search attribute" in str(exc).lower():
-            raise config.Unavailable(
-                f"the Temporal namespace {settings.namespace} lacks agentvm's search attributes ({exc}); start a"
-                " worker once (it registers them) or create them: see docs/service.md"
-            ) from None
+        check_attributes_error(exc, settings)
         raise
     return Submitted(workflow_id, created=True)
 

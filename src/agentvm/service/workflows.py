@@ -65,6 +65,10 @@ class AgentRun:
     @workflow.run
     async def run(self, spec: RunSpec) -> dict[str, Any]:
         info = workflow.info()
+        if spec.trigger is not None and not spec.trigger.get("id"):
+            # A schedule's runs get their workflow id from Temporal: the record names it (deterministic: the id is
+            # part of the workflow's own history).
+            spec.trigger = {**spec.trigger, "id": info.workflow_id}
         queue = naming.host_queue(info.task_queue, spec.host) if spec.host else info.task_queue
         try:
             record: dict[str, Any] = await workflow.execute_activity(
