@@ -1,4 +1,4 @@
-"""``agentvm service | worker | submit | status | cancel`` (docs/service.md).
+"""``agentvm service | worker | submit | status | cancel | mcp`` (docs/service.md, docs/triggers-mcp.md).
 
 ``agentvm.cli`` hands these commands to :func:`exit_with`; tests call :func:`main`. Exit codes: the run's own code
 for ``submit --wait`` (docs/run.md: 0, 1, 3, 4, 130), 2 for bad input (nothing was submitted), 3 when the service
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 
 from agentvm.errors import Exit, UsageError
-from agentvm.service import config, servicecli, submitcli
+from agentvm.service import config, mcpserver, servicecli, submitcli
 from agentvm.service.spec import DEFAULT_ATTEMPTS
 from agentvm.settings import parse_bool
 
@@ -79,6 +79,7 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cancel", help="cancel a run (its VM is deleted; the record says interrupted)")
     c.add_argument("workflow_id")
     c.add_argument("--no-wait", action="store_true", help="return once the cancel is requested")
+    mcpserver.add_parser(sub)
     return p
 
 
@@ -110,6 +111,8 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
         if args.command == "submit":
             _make_variables(args, env)
             return asyncio.run(submitcli._submit(args, env))
+        if args.command == "mcp":
+            return asyncio.run(mcpserver.serve(mcpserver.backend_kind(args, env), env))
         if args.command == "status":
             return asyncio.run(submitcli._status(args, env))
         return asyncio.run(submitcli._cancel(args, env))
