@@ -108,8 +108,8 @@ def test_a_local_run_through_run_in_vm(local_env, tmp_path):
                 break
             await anyio.sleep(0.5)
         _, result = await tool(session, "run_result", run_id=run_id)
-        _, listed = await tool(session, "list_runs", limit=5)
         _, waited = await tool(session, "run_in_vm", prompt="again", workspace=str(ws), wait=True)
+        _, listed = await tool(session, "list_runs", limit=5)
         return state, seen, result, listed, waited
 
     state, seen, result, listed, waited = call(local_env, "local", tmp_path / "mcp.log", script)
