@@ -2,11 +2,13 @@
 
 The request is built by :func:`agentvm.service.submitcli.trigger_spec` (the trigger is ``mcp``); the workflow id
 is a fresh run id. Status comes from the workflow, the result from its record; the patch and the output list
-from the run folder the record names, when that folder is on this host (else the record's fields only).
+from the run folder the record names, when that folder is on this host (else the record's fields only). A
+workspace folder is on this host, so such a run is pinned to this host's worker (``AGENTVM_HOST``).
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,10 @@ class ServiceBackend:
 
     async def start(self, prompt: bytes, options: Mapping[str, Any]) -> dict[str, Any]:
         given = {k: v for k, v in options.items() if v is not None}
+        if given.get("workspace") and "://" not in given["workspace"]:
+            if self.host is None:
+                raise UsageError("a workspace folder is on this host, whose name is not valid: set AGENTVM_HOST")
+            given["host"] = self.host  # the folder is here: the run goes to this host's worker
         spec = submitcli.trigger_spec(prompt, given, self.env, {"kind": "mcp", "name": None, "id": None})
         workflow_id = new_run_id()
         spec.trigger = {"kind": "mcp", "name": None, "id": workflow_id}
@@ -65,16 +71,18 @@ class ServiceBackend:
         }
 
     def _folder(self, record: dict[str, Any]) -> Path | None:
-        """The record's run folder if it is on this host and looks like one (its name is the record's run id)."""
+        """The record's run folder if it is on this host (its AGENTVM_HOST or its machine name) and is that run's
+        (named by the record's run id, holding a result.json of the same run id)."""
         where = record.get("location") if isinstance(record.get("location"), dict) else {}
         raw = where.get("folder")
-        if where.get("host") != self.host or not isinstance(raw, str):
+        if where.get("host") not in (self.host, socket.gethostname()) or not isinstance(raw, str):
             return None
         folder = Path(raw)
         run_id = str(record.get("run_id") or "")
         if not folder.is_absolute() or folder.name != run_id or not RUN_ID_RE.fullmatch(run_id):
             return None
-        return folder if folder.is_dir() else None
+        found = mcpread.load_record(folder)
+        return folder if found is not None and found.get("run_id") == run_id else None
 
     async def result(self, run_id: str) -> dict[str, Any]:
         state = await self.status(run_id)
