@@ -222,11 +222,10 @@ class LocalBackend:
         return rows
 
     async def close(self) -> None:
-        """The children run on (their records land in the runs folder); only their stdin pipes are closed."""
-        for child in self.children.values():
-            with contextlib.suppress(OSError):
-                if child.proc.stdin is not None:
-                    child.proc.stdin.close()
+        """The children run on (their records land in the runs folder); the fetched clones of those that ended
+        are removed (a running child's stays: it is that run's workspace upload source)."""
+        for run_id in list(self.children):
+            self._alive(run_id)
 
 
 def _host_path(raw: str | None) -> str | None:

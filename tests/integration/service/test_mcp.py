@@ -126,6 +126,24 @@ def test_a_local_run_through_run_in_vm(local_env, tmp_path):
     assert run_vms(local_env) == []
 
 
+def test_a_local_run_on_a_git_workspace(local_env, tmp_path):
+    ws = workspace(tmp_path)
+    subprocess.run(["git", "-C", str(ws), "add", "README"], check=True)
+    subprocess.run(
+        ["git", "-C", str(ws), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one"], check=True
+    )
+
+    async def script(session):
+        return await tool(session, "run_in_vm", prompt="add a file", workspace=f"file://{ws}", wait=True)
+
+    is_error, result = call(local_env, "local", tmp_path / "mcp.log", script)
+    assert not is_error, result
+    check_result(result, Path(local_env["AGENTVM_RUNS_DIR"]))
+    scratch = Path(local_env["AGENTVM_STATE_DIR"]) / "mcp" / result["run_id"]
+    assert sorted(p.name for p in scratch.iterdir()) == ["pid", "run.log"]  # the fetched clone is removed
+    assert oct(scratch.stat().st_mode & 0o777) == "0o700"
+
+
 def test_cancel_run_interrupts_the_local_run_and_deletes_its_vm(local_env, tmp_path):
     env = {**local_env, "AGENT_COMMAND": "sh -c 'sleep 300'"}
 
