@@ -50,20 +50,24 @@ def run(
     stdin: IO[bytes] | None = None,
     settings: Settings | None = None,
     use_env_defaults: bool = True,
+    run_id: str | None = None,
 ) -> RunResult:
     """Run one prompt to the end. Raises ``UsageError`` (nothing created) and ``QueueTimeout`` (no VM slot).
 
     ``env`` replaces ``os.environ`` as the source of settings (a worker per simulated host passes its own);
     with ``use_env_defaults`` the run inputs it does not give come from that environment (AGENT, TIMEOUT, ...).
     Setting ``cancel`` interrupts the run (its VM is deleted, the record says ``interrupted``); ``on_phase``
-    is called with each phase name as the run enters it (for heartbeats).
+    is called with each phase name as the run enters it (for heartbeats). ``run_id`` chooses the run's id (and
+    folder) instead of a fresh one: UsageError when it is not of the run id form or its folder exists already.
     """
     begun = time.monotonic()
     settings = settings or Settings.load(env)
     inp = options.over(from_env(settings.env)) if use_env_defaults else options
     stream = out or sys.stderr
     mp = Multipass(settings.multipass_bin, settings.env)
-    request = build_request(settings, inp, stdin=stdin, vault=load_vault(settings), mp=mp)
+    if run_id is not None and (settings.runs_dir / run_id).exists():
+        raise UsageError(f"run id {run_id} is taken: {settings.runs_dir / run_id} exists")
+    request = build_request(settings, inp, stdin=stdin, vault=load_vault(settings), mp=mp, run_id=run_id)
     pool = Pool(settings, mp)
     warm = pool.claim(request.golden_manifest_id)
     if warm is not None:

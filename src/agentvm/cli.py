@@ -20,6 +20,7 @@ SERVICE_HELP = {
     "status": "one service run's state and record, or the recent service runs",
     "cancel": "cancel a service run (its VM is deleted; the record says interrupted)",
     "schedule": "recurring service runs on Temporal Schedules: add, list, show, pause, resume, trigger, delete",
+    "mcp": "an MCP server on stdio handing tasks to VMs (via the service, else local runs; docs/triggers.md)",
 }
 
 

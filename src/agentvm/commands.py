@@ -5,21 +5,40 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Callable
 
 from agentvm import api, options
-from agentvm.errors import Exit
+from agentvm.errors import Exit, UsageError
 from agentvm.host import batch, doctor, history, poolcli, slots
 from agentvm.host.reaper import Reaper, format_report
 from agentvm.multipass import Multipass
 from agentvm.run import golden
+from agentvm.run.request import RUN_ID_RE
 from agentvm.run.summary import summary
 from agentvm.settings import Settings, parse_bool, parse_int
 
 
 def _flag_or_env(settings: Settings, value: bool | None, name: str) -> bool:
     return value if value is not None else parse_bool(name, settings.env.get(name))
+
+
+_TRIGGER_KIND = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+
+
+def _chosen(settings: Settings) -> tuple[str | None, dict[str, str | None] | None]:
+    """The run id a caller chose up front (``AGENTVM_RUN_ID``, e.g. ``agentvm mcp``) and the trigger kind it
+    records (``AGENTVM_TRIGGER``); both checked, UsageError otherwise."""
+    run_id = settings.env.get("AGENTVM_RUN_ID") or None
+    if run_id is not None and not RUN_ID_RE.fullmatch(run_id):
+        raise UsageError(f"AGENTVM_RUN_ID {run_id[:60]!r} is not a run id of the form 20261121t221500-3f9c1a")
+    kind = settings.env.get("AGENTVM_TRIGGER") or None
+    if kind is None:
+        return run_id, None
+    if not _TRIGGER_KIND.fullmatch(kind):
+        raise UsageError(f"AGENTVM_TRIGGER {kind[:40]!r} must be a short lower-case word (mcp, ...)")
+    return run_id, {"kind": kind, "name": None, "id": run_id}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +49,10 @@ def run(args: argparse.Namespace) -> int:
         stdin = sys.stdin.buffer
     elif args.prompt is not None:
         given = dataclasses.replace(given, prompt=args.prompt.encode("utf-8", "surrogateescape"))
-    result = api.run(given, settings=settings, stdin=stdin, out=sys.stderr)
+    run_id, trigger = _chosen(settings)
+    if trigger is not None:
+        given = dataclasses.replace(given, trigger=trigger)
+    result = api.run(given, settings=settings, stdin=stdin, out=sys.stderr, run_id=run_id)
     print(summary(result.record, result.run_dir), file=sys.stderr)
     if args.json:
         print(json.dumps(result.record, indent=2, ensure_ascii=False))

@@ -54,6 +54,7 @@ def record(
     started_at: str,
     redactor: Redactor,
     egress: dict[str, Any],
+    host: str | None = None,
 ) -> dict[str, Any]:
     usage = parsed.usage
     if usage is not None and len(json.dumps(usage)) > MAX_USAGE:
@@ -91,7 +92,7 @@ def record(
         "warnings": [{k: redactor.text(str(v)) for k, v in w.items()} for w in warnings],
         "labels": dict(req.labels),
         "trigger": dict(req.trigger) if req.trigger else None,
-        "location": record_mod.location(run_dir),
+        "location": record_mod.location(run_dir, host),
         "credentials": {"mode": req.credentials_mode if req.secrets else "none", "names": sorted(req.secrets)},
         "egress": egress,
     }

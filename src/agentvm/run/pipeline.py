@@ -288,6 +288,7 @@ class Run:
             started_at=self.started_at,
             redactor=self.redactor,
             egress=self.isolation.summary(),
+            host=self.settings.host,
         )
         rec["profile"] = assemble.profile(self.marks, self.progress.tasks, self.playbook_end)
         return record.write(self.run_dir / "result.json", rec)

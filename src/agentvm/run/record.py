@@ -47,8 +47,9 @@ def status(error: RunError | None) -> str:
     return str(Status.SUCCEEDED if error is None else error.status)
 
 
-def location(run_dir: Path) -> dict[str, str]:
-    return {"host": socket.gethostname(), "folder": str(run_dir)}
+def location(run_dir: Path, host: str | None = None) -> dict[str, str]:
+    """Where the run folder is: this host's name (``AGENTVM_HOST``, else the machine's) and the folder."""
+    return {"host": host or socket.gethostname().split(".")[0] or "localhost", "folder": str(run_dir)}
 
 
 def _encodable(value: Any) -> Any:

@@ -1,4 +1,5 @@
-"""``agentvm service | worker | submit | status | cancel`` (docs/service.md), ``agentvm schedule`` (docs/triggers.md).
+"""``agentvm service | worker | submit | status | cancel`` (docs/service.md), ``agentvm schedule`` and
+``agentvm mcp`` (docs/triggers.md).
 
 ``agentvm.cli`` hands these commands to :func:`exit_with`; tests call :func:`main`. Exit codes: the run's own code
 for ``submit --wait`` (docs/run.md: 0, 1, 3, 4, 130), 2 for bad input (nothing was submitted), 3 when the service
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentvm.errors import Exit, UsageError
-from agentvm.service import config, schedspec, schedules, servicecli, submitcli
+from agentvm.service import config, mcpserver, schedspec, schedules, servicecli, submitcli
 from agentvm.service.spec import DEFAULT_ATTEMPTS
 from agentvm.settings import parse_bool
 
@@ -123,6 +124,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("workflow_id")
     c.add_argument("--no-wait", action="store_true", help="return once the cancel is requested")
     schedule_parser(sub)
+    mcpserver.add_parser(sub)
     return p
 
 
@@ -156,6 +158,8 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
             return asyncio.run(submitcli._submit(args, env))
         if args.command == "schedule":
             return asyncio.run(schedules.main(args, env))
+        if args.command == "mcp":
+            return asyncio.run(mcpserver.serve(mcpserver.backend_kind(args, env), env))
         if args.command == "status":
             return asyncio.run(submitcli._status(args, env))
         return asyncio.run(submitcli._cancel(args, env))
