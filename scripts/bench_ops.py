@@ -173,6 +173,9 @@ def section_d(exec_runs: list[Sample], ssh_runs: list[Sample]) -> dict:
         ["connection", "[upload] s", "[agent] s", "per task s", "[isolate] wait s", "run overhead s"],
         rows,
     )
+    exec_phases, ssh_phases = breakdown(exec_runs)[0], dict(breakdown(ssh_runs)[0])
+    table("(d)", "  ... where the runs' overhead goes, exec vs ssh (mean)", ["phase", "exec s", "ssh s"],
+          [(name, seconds, ssh_phases.get(name)) for name, seconds in exec_phases])  # fmt: skip
     return figures
 
 
