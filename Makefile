@@ -87,7 +87,7 @@ show: $(STAMP) ## Print one run's summary (RUN=<id>, a unique prefix, or last)
 molecule: $(STAMP) ## Each role's Molecule scenario, one `molecule test` each (ROLES=run_vm,agent_run; the double when no Multipass)
 	@$(VENV_BIN)/python scripts/molecule.py
 
-bench: $(STAMP) ## Orchestration overhead, batch wall times (the double's realistic latency), the proxy's added latency (figures only)
+bench: $(STAMP) ## Overhead vs a shell script, per-phase breakdown, prompt->agent with/without a warm pool, exec vs SSH, batch table, proxy latency (figures only)
 	@$(VENV_BIN)/python scripts/bench_ops.py
 
 service: $(STAMP) ## Temporal dev server and this host's worker, in the foreground (DETACH=1: in the background)

@@ -92,9 +92,17 @@ class Pool:
     # -- the keeper ----------------------------------------------------------------------------------
 
     def create_one(self, manifest_id: str | None) -> PoolVM:
-        """Clone the golden, start it, wait for cloud-init; recorded before it exists."""
+        """Clone the golden, start it, wait for cloud-init; recorded before it exists, and held alive (like a
+        run's instance) until it is ready, so that a run's opportunistic reap never takes it for a leftover."""
         name = f"{self.settings.prefix}-pool-{new_run_id()}"
         self.state.record(new_record(name, name.rsplit("-pool-", 1)[1], "pool", []))
+        lease = slots.register(self.state.root, name, name.rsplit("-pool-", 1)[1])
+        try:
+            return self._create(name, manifest_id)
+        finally:
+            lease.release()
+
+    def _create(self, name: str, manifest_id: str | None) -> PoolVM:
         try:
             self.mp.cli.clone(self.settings.golden, name, timeout=self.settings.vm_timeout)
             self.mp.cli.start(name, timeout=self.settings.vm_timeout)

@@ -102,16 +102,25 @@ def record(
 
 
 def profile(marks: dict[str, float], tasks: list[dict[str, Any]], playbook_end: float | None) -> dict[str, Any]:
-    """Where the run's time went, on the host's clock: validation and queue, ansible-runner's start-up (to the
-    first task), each task, the playbook's end, unpacking (docs/benchmarks.md reads this)."""
+    """Where the run's time went, on the host's clock: validation and queue, preparing (run folder, bundle,
+    scratch) until ansible-runner starts, its start-up (to the first task), each task (``at``: its start, in
+    seconds after the run's start, i.e. ``started_at``), the playbook's end, unpacking (scripts/bench_ops.py
+    and docs/benchmarks.md read this)."""
     out: dict[str, Any] = {k: round(marks[k], 3) for k in ("validate", "queue", "collect") if k in marks}
-    start = marks.get("runner_start")
+    start, t0 = marks.get("runner_start"), marks.get("run_start")
+    if start is not None and t0 is not None:
+        out["prepare"] = round(max(0.0, start - t0), 3)
     if start is not None and tasks:
         out["runner_startup"] = round(max(0.0, tasks[0]["start"] - start), 3)
-    out["tasks"] = [
-        {"task": t["task"], "seconds": round(max(0.0, t["end"] - t["start"]), 3)} for t in tasks if t["end"] is not None
-    ]
+    out["tasks"] = [_span(t, t0) for t in tasks if t["end"] is not None]
     ended = [t["end"] for t in tasks if t["end"] is not None]
     if playbook_end is not None and ended:
         out["runner_shutdown"] = round(max(0.0, playbook_end - max(ended)), 3)
     return out
+
+
+def _span(task: dict[str, Any], t0: float | None) -> dict[str, Any]:
+    span: dict[str, Any] = {"task": task["task"], "seconds": round(max(0.0, task["end"] - task["start"]), 3)}
+    if t0 is not None:
+        span["at"] = round(task["start"] - t0, 3)
+    return span

@@ -60,7 +60,7 @@ class Run:
         self.progress.listeners.append(self._follow_agent)
         self.teardown_done = False
         self._teardown_error: str | None = None
-        self.marks: dict[str, float] = dict(before or {})
+        self.marks: dict[str, float] = {**(before or {}), "run_start": self.t0}
         self.playbook_end: float | None = None
         self.isolation = Isolation(
             req.run_id, req.credentials_mode, req.egress, req.secrets, settings.env,

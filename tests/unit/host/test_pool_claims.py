@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 
 from agentvm.host.pool import Pool
 from agentvm.multipass import Multipass
@@ -83,3 +84,47 @@ def test_doctor_reports_the_pool(tmp_path):
         fcntl.flock(lock, fcntl.LOCK_EX)
         (kept,) = check_pool(settings, mp)
     assert kept.level == "ok" and "keeper running; 2 ready VM(s)" in kept.detail
+
+
+class CreatingMultipass:
+    """A Multipass stand-in whose clone, while the pool VM is being created, lets a run's opportunistic reap
+    look at the host (what `make bench` caught: the reap deleted the keeper's VM in the making)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.cli = self
+        self.existing: dict[str, str] = {}
+        self.deleted: list[str] = []
+        self.reports = []
+
+    def clone(self, golden, name, timeout):
+        from agentvm.host.reaper import Reaper
+
+        self.existing[name] = "Stopped"
+        self.reports.append(Reaper(self.settings, self).reap())
+
+    def start(self, name, timeout):
+        self.existing[name] = "Running"
+
+    def exec(self, name, argv, timeout):  # cloud-init status --wait: done
+        return types.SimpleNamespace(rc=0, stdout="", stderr="")
+
+    def instances(self):
+        return dict(self.existing)
+
+    def delete(self, name, attempts=3, timeout=300):
+        from agentvm.multipass import DeleteResult
+
+        self.deleted.append(name)
+        self.existing.pop(name, None)
+        return DeleteResult(True)
+
+
+def test_a_pool_vm_being_created_is_not_reaped(tmp_path):
+    settings = Settings.load({"AGENTVM_STATE_DIR": str(tmp_path), "AGENTVM_PREFIX": "p"})
+    mp = CreatingMultipass(settings)
+    vm = Pool(settings, mp).create_one("m1")
+    assert mp.deleted == []  # the reap during its creation left it alone
+    assert mp.reports[0].alive == [vm.name] and mp.reports[0].deleted == []
+    assert (tmp_path / "pool" / "ready" / f"{vm.name}.json").exists()
+    assert not (tmp_path / "alive" / f"{vm.name}.lock").exists()  # held only while it was being created
