@@ -19,6 +19,7 @@ SERVICE_HELP = {
     "submit": "submit a run to the service (the options of run; --wait, --follow, --host, --key)",
     "status": "one service run's state and record, or the recent service runs",
     "cancel": "cancel a service run (its VM is deleted; the record says interrupted)",
+    "webhook": "the signed webhook receiver: deliveries become service runs (AGENTVM_WEBHOOK_ROUTES; docs/triggers.md)",
 }
 
 
