@@ -157,3 +157,15 @@ def test_the_shipped_templates_compile_and_render_an_empty_object(name):
     render.render(
         render.compile_template(render.shipped(name)), {"payload": {}, "route": "r", "delivery": "d", "event": None}
     )
+
+
+def test_the_shipped_templates_are_package_data():
+    """pyproject.toml's package-data globs include every shipped template (an installed agentvm finds them)."""
+    import tomllib
+
+    from tests.conftest import REPO
+
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["agentvm"]
+    package = REPO / "src" / "agentvm"
+    shipped = {p for g in globs for p in package.glob(g)}
+    assert {package / "service" / "webhook" / "templates" / f"{n}.j2" for n in render.SHIPPED} <= shipped

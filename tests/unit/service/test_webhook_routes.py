@@ -102,6 +102,7 @@ routes:
         (base(options={"timeout": "soon"}), "a", "field options: TIMEOUT must be a positive whole number"),
         (base(), "Bad_Name", "webhook route name 'Bad_Name'"),
         (base(), "", "webhook route name ''"),
+        (base(), False, "webhook route name False: use 1 to 40 lower-case letters, digits, '.' or '-' (YAML reads"),
         ("not a mapping", "a", "webhook route 'a': must be a mapping"),
     ],
 )

@@ -154,7 +154,8 @@ def _delivery(name: str, value: Any) -> str | None:
 
 def route(name: Any, raw: Any, env: Mapping[str, str], base: Path) -> Route:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise UsageError(f"webhook route name {name!r}: use 1 to 40 lower-case letters, digits, '.' or '-'")
+        hint = " (YAML reads on/off/yes/no as true/false: quote the name)" if isinstance(name, bool) else ""
+        raise UsageError(f"webhook route name {name!r}: use 1 to 40 lower-case letters, digits, '.' or '-'{hint}")
     if not isinstance(raw, Mapping):
         raise UsageError(f"webhook route {name!r}: must be a mapping of {', '.join(KEYS)}")
     unknown = sorted(str(k) for k in set(raw) - set(KEYS))
