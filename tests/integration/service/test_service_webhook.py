@@ -332,3 +332,22 @@ def test_a_bad_routes_file_stops_the_service_before_it_starts(host_a, tmp_path, 
         proc = agentvm(*argv, env=full, timeout=60)
         assert proc.returncode == 2 and message in text(proc), text(proc)
     assert not (tmp_path / "state" / "service" / "temporal.db").exists()
+
+
+def test_a_delivery_while_the_service_is_down_is_503_and_starts_nothing(host_a, tmp_path):  # noqa: F811
+    (tmp_path / "routes.yml").write_text(ROUTES.replace("needs-a-field.j2", "generic"))
+    port = free_port()
+    env = {**host_a, **SECRETS, "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}", "AGENTVM_STATE_DIR": str(tmp_path)}
+    receiver = Proc(
+        [*AGENTVM, "webhook", "--routes", str(tmp_path / "routes.yml"), "--listen", f"127.0.0.1:{port}"],
+        env,
+        tmp_path / "wh.log",
+    )
+    try:
+        receiver.wait_output("webhook receiver on", 60)
+        body = json.dumps(COMMENT).encode()
+        status, _h, data = request(port, "/hooks/github", body, github(body, "d-down"))
+        assert status == 503 and "cannot reach the Temporal cluster" in data["error"], data
+    finally:
+        assert receiver.stop(signal.SIGTERM, timeout=30) == 0, receiver.output()
+    assert "status=503" in receiver.output() and SECRETS["WH_GITHUB_SECRET"] not in receiver.output()
