@@ -90,7 +90,7 @@ molecule: $(STAMP) ## Each role's Molecule scenario, one `molecule test` each (R
 bench: $(STAMP) ## Overhead vs a shell script, per-phase breakdown, prompt->agent with/without a warm pool, exec vs SSH, batch table, proxy latency (figures only)
 	@$(VENV_BIN)/python scripts/bench_ops.py
 
-service: $(STAMP) ## Temporal dev server and this host's worker, in the foreground (DETACH=1: in the background)
+service: $(STAMP) ## Temporal dev server and this host's worker (and the webhook receiver with AGENTVM_WEBHOOK_ROUTES), foreground (DETACH=1: background)
 	@$(AGENTVM) service
 
 service-stop: $(STAMP) ## Stop the background service (its running runs are interrupted and retried later)

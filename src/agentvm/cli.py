@@ -21,6 +21,7 @@ SERVICE_HELP = {
     "cancel": "cancel a service run (its VM is deleted; the record says interrupted)",
     "schedule": "recurring service runs on Temporal Schedules: add, list, show, pause, resume, trigger, delete",
     "mcp": "an MCP server on stdio handing tasks to VMs (via the service, else local runs; docs/triggers.md)",
+    "webhook": "the signed webhook receiver: deliveries become service runs (AGENTVM_WEBHOOK_ROUTES; docs/triggers.md)",
 }
 
 

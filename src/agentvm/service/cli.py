@@ -1,5 +1,5 @@
-"""``agentvm service | worker | submit | status | cancel`` (docs/service.md), ``agentvm schedule`` and
-``agentvm mcp`` (docs/triggers.md).
+"""``agentvm service | worker | submit | status | cancel`` (docs/service.md); ``agentvm schedule``,
+``agentvm webhook`` and ``agentvm mcp`` (docs/triggers.md).
 
 ``agentvm.cli`` hands these commands to :func:`exit_with`; tests call :func:`main`. Exit codes: the run's own code
 for ``submit --wait`` (docs/run.md: 0, 1, 3, 4, 130), 2 for bad input (nothing was submitted), 3 when the service
@@ -120,6 +120,10 @@ def parser() -> argparse.ArgumentParser:
     st_wait.add_argument("--wait", action="store_true", help="wait for the run to end; exit with its exit code")
     st_wait.add_argument("--follow", action="store_true", help="like --wait, printing each change of state")
 
+    w = sub.add_parser("webhook", help="the signed webhook receiver: deliveries become runs (docs/triggers.md)")
+    w.add_argument("--routes", help="the routes file (default: $AGENTVM_WEBHOOK_ROUTES)")
+    w.add_argument("--listen", help="HOST:PORT to listen on (default: $AGENTVM_WEBHOOK_LISTEN, else 127.0.0.1:8788)")
+
     c = sub.add_parser("cancel", help="cancel a run (its VM is deleted; the record says interrupted)")
     c.add_argument("workflow_id")
     c.add_argument("--no-wait", action="store_true", help="return once the cancel is requested")
@@ -160,6 +164,10 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
             return asyncio.run(schedules.main(args, env))
         if args.command == "mcp":
             return asyncio.run(mcpserver.serve(mcpserver.backend_kind(args, env), env))
+        if args.command == "webhook":
+            from agentvm.service.webhook import server
+
+            return asyncio.run(server.main(args.routes, args.listen, env))
         if args.command == "status":
             return asyncio.run(submitcli._status(args, env))
         return asyncio.run(submitcli._cancel(args, env))

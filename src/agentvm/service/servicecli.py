@@ -79,10 +79,13 @@ async def _service(env: Mapping[str, str]) -> int:
     from agentvm.service import devserver, worker
 
     settings = config.load(env)
+    hooks = _webhook_setup(env)  # the routes are checked and the port bound before anything starts
     settings.service_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = slots.hold(_lock_path(settings))
     if lock is None:
         pid = _read_lock(settings).get("pid")
+        if hooks is not None:
+            hooks[1].close()
         raise UsageError(f"the service already runs (pid {pid}): stop it with `make service-stop`")
     info: dict[str, Any] = {"pid": os.getpid(), "address": settings.address, "host": settings.host, "ready": False}
     _write_lock(lock, info)
@@ -90,6 +93,7 @@ async def _service(env: Mapping[str, str]) -> int:
     _stop_on_signals(stop)
     server = None
     watcher = None
+    receiver = None
     try:
         if settings.embedded:
             log = open(settings.service_dir / "temporal.log", "ab")  # noqa: SIM115 - open for the server's life
@@ -108,8 +112,15 @@ async def _service(env: Mapping[str, str]) -> int:
         def ready() -> None:
             _write_lock(lock, {**info, "ready": True, "ui": settings.ui_url if settings.embedded else None})
 
+        if hooks is not None:
+            receiver = asyncio.create_task(_webhook_serve(hooks, settings, env, stop))
         await worker.serve(settings, stop, on_ready=ready)
     finally:
+        if receiver is not None:
+            stop.set()
+            await asyncio.gather(receiver, return_exceptions=True)
+        elif hooks is not None:
+            hooks[1].close()
         if watcher is not None:
             watcher.cancel()
         if server is not None:
@@ -118,6 +129,26 @@ async def _service(env: Mapping[str, str]) -> int:
         _write_lock(lock, {})
         lock.close()
     return 0
+
+
+def _webhook_setup(env: Mapping[str, str]) -> tuple[Any, Any] | None:
+    """With AGENTVM_WEBHOOK_ROUTES: the webhook receiver's routes and its bound socket (docs/triggers.md)."""
+    from agentvm.service.webhook import server as webhook
+
+    if not env.get(webhook.ROUTES_VAR):
+        return None
+    table = webhook.load_routes(None, env)
+    return table, webhook.open_socket(env, None)
+
+
+async def _webhook_serve(hooks: tuple[Any, Any], settings: config.Settings, env: Mapping[str, str], stop: Any) -> None:
+    from agentvm.service.webhook import server as webhook
+
+    try:
+        await webhook.serve(hooks[0], settings, env, hooks[1], stop)
+    except Exception as exc:
+        _say(f"the webhook receiver failed ({type(exc).__name__}: {exc}): stopping the service")
+        stop.set()
 
 
 async def _watch_server(server: Any, stop: asyncio.Event) -> None:
