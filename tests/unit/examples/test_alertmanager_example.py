@@ -8,21 +8,12 @@ from urllib.parse import urlsplit
 import pytest
 
 from agentvm.service.submitcli import TRIGGER_OPTIONS, trigger_spec
-from tests.unit.examples.lint import lint_problems, load
+from agentvm.service.webhook import routes as webhook_routes
+from tests.unit.examples.lint import EXAMPLES, lint_problems, load
 
-# The webhook receiver's route-file keys (built on branch h-webhook) and its auth kinds.
-ROUTE_KEYS = {
-    "path",
-    "enabled",
-    "auth",
-    "secret_env",
-    "template",
-    "options",
-    "max_body_bytes",
-    "rate_limit",
-    "delivery_id",
-}
+ROUTE_KEYS = set(webhook_routes.KEYS)
 AUTH_KINDS = {"github", "agentvm", "bearer"}
+TOKEN = "an-alertmanager-test-token-0123456789"
 
 
 @pytest.mark.parametrize("name", ["alertmanager/alertmanager.yml", "alertmanager/routes.yml"])
@@ -57,7 +48,8 @@ def test_alertmanager_route_reaches_the_receiver() -> None:
 
 
 def test_agentvm_route_matches_the_receiver_and_takes_only_known_keys() -> None:
-    (route,) = load("alertmanager/routes.yml")["routes"]
+    ((name, route),) = load("alertmanager/routes.yml")["routes"].items()
+    assert name == "alerts"
     assert set(route) <= ROUTE_KEYS
     assert route["path"] == urlsplit(_agentvm_receiver()["url"]).path
     assert route["auth"] in AUTH_KINDS and route["auth"] == "bearer"
@@ -69,8 +61,16 @@ def test_agentvm_route_matches_the_receiver_and_takes_only_known_keys() -> None:
 
 
 def test_route_options_are_run_options_agentvm_accepts() -> None:
-    (route,) = load("alertmanager/routes.yml")["routes"]
+    (route,) = load("alertmanager/routes.yml")["routes"].values()
     assert set(route["options"]) <= set(TRIGGER_OPTIONS)
     spec = trigger_spec(b"investigate", route["options"], {}, {"kind": "webhook", "name": "/hooks/alerts", "id": "x"})
     assert spec.agent == route["options"]["agent"]
     assert spec.timeout == int(route["options"]["timeout"])
+
+
+def test_the_receiver_loads_the_routes_file() -> None:
+    """The real routes loader of `agentvm webhook` accepts the example as it stands (the token from the env)."""
+    loaded = webhook_routes.load(EXAMPLES / "alertmanager" / "routes.yml", {"AGENTVM_ALERTS_TOKEN": TOKEN})
+    assert set(loaded) == {"/hooks/alerts"}
+    with pytest.raises(Exception, match="AGENTVM_ALERTS_TOKEN"):
+        webhook_routes.load(EXAMPLES / "alertmanager" / "routes.yml", {})

@@ -170,10 +170,10 @@ def test_rates(text, rate):
 
 
 def test_the_example_file_in_the_docs_is_valid(tmp_path):
-    """docs/triggers-webhooks.md's routes file (its first yaml block) loads with its secrets set."""
+    """docs/triggers.md's routes file (its first yaml block) loads with its secrets set."""
     from tests.conftest import REPO
 
-    doc = (REPO / "docs" / "triggers-webhooks.md").read_text()
+    doc = (REPO / "docs" / "triggers.md").read_text()
     block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
     data = yaml.safe_load(block)
     env = {route["secret_env"]: SECRET for route in data["routes"].values()}
