@@ -13,7 +13,8 @@ import pytest
 
 from simulator.pytest_plugin import MultipassFn
 
-pytestmark = pytest.mark.double
+# The tests build on each other (one instance, its clones in order): they run on one xdist worker, in order.
+pytestmark = [pytest.mark.double, pytest.mark.xdist_group("simulator-lifecycle")]
 
 USER_DATA = """#cloud-config
 write_files:

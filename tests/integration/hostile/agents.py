@@ -173,13 +173,20 @@ print("flood done")
 
 
 def bomb_by_background(mib: int) -> bytes:
-    """A process left behind that swaps results.tar for a compression bomb as soon as collect.sh writes it."""
+    """A process left behind that, once the agent has exited (its summary is written), rewrites collect.sh so that a
+    compression bomb takes the place of results.tar, and swaps the bomb in again whenever it sees an honest archive.
+    """
     return program(
         f"bomb(WORK + '/bomb.gz', {mib})",
         r'''
 background(FORGE_LIB + r"""
 import shutil, time
 target, deadline = WORK + "/results.tar", time.time() + 300
+while not os.path.exists(WORK + "/agent-summary.json") and time.time() < deadline:
+    time.sleep(0.005)
+os.rename(WORK + "/collect.sh", WORK + "/collect.orig.sh")
+with open(WORK + "/collect.sh", "w") as fh:
+    fh.write('#!/bin/sh\nsh "$1/collect.orig.sh" "$1"\ncp "$1/bomb.gz" "$1/results.tar"\n')
 while time.time() < deadline:
     try:
         with open(target, "rb") as fh:

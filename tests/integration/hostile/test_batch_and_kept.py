@@ -89,6 +89,10 @@ class Batch:
             OPENAI_API_KEY=f"sk-hostile-{uuid.uuid4().hex}",
             ANTHROPIC_API_KEY=f"sk-hostile-{uuid.uuid4().hex}",
             ANTHROPIC_BASE_URL=self.t["url"],
+            # The key itself goes to the agent here, so the base URL is passed through as typed (with the
+            # default CREDENTIALS=proxy the proxy's own URL replaces it); egress is not this test's subject.
+            CREDENTIALS="direct",
+            EGRESS="open",
         )
         self.logs = root / "logs"
         self.done: Finished | None = None
@@ -155,7 +159,9 @@ def test_batch_fields_arrive_literally_and_evaluate_nothing(batch):
 def test_the_prompt_in_argv_reaches_spec_json_byte_exact(batch):
     spec = batch.specs["crush"]
     assert spec["prompt_via"] == "argv"
-    assert spec["argv"] == ["crush", "run", f"--model={batch.t['model']}", batch.t["prompt"]]
+    assert spec["argv"] == ["crush", "run", "-q", "--", batch.t["prompt"]]
+    # Crush takes its model from its config file: the value travels as data, filled in by agent-run.py.
+    assert {f["values"].get("AGENTVM_MODEL") for f in spec["config_files"]} == {batch.t["model"]}
 
 
 def test_a_passthrough_value_reaches_spec_json_literally(batch):

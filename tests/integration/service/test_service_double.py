@@ -138,7 +138,8 @@ def test_make_run_without_the_service_is_unchanged(fake_golden, tmp_path):
     [folder] = Path(env["AGENTVM_RUNS_DIR"]).iterdir()
     record = json.loads((folder / "result.json").read_text())
     assert record["status"] == "succeeded" and record["result_text"].strip() == "plain $(run) 'as before'"
-    assert "location" not in record and "attempt" not in record  # the service's fields are not added here
+    assert "attempt" not in record  # the service's own field is not added here
+    assert record["location"] == {"host": "hosta", "folder": str(folder)}  # AGENTVM_HOST names this host
     assert not (tmp_path / "state" / "service").exists()
 
 
