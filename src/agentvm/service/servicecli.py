@@ -176,7 +176,7 @@ def _detach(env: Mapping[str, str]) -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=dict(env),
+            env={k: v for k, v in env.items() if k != "DETACH"},  # the child serves in the foreground
         )
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:

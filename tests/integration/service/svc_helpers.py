@@ -173,8 +173,15 @@ def double(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedP
 
 
 def launch_golden(env: dict, prefix: str) -> None:
-    """A plain launched-and-stopped instance standing in for ``<prefix>-golden`` (like the fake_golden fixture)."""
-    for argv in (["launch", "--name", f"{prefix}-golden"], ["stop", f"{prefix}-golden"]):
+    """A plain launched-and-stopped instance with a ``sealed`` snapshot standing in for ``<prefix>-golden``
+    (like the fake_golden fixture)."""
+    golden = f"{prefix}-golden"
+    manifest = json.dumps({"schema": 1, "build_id": f"fake-{prefix}-hostb", "built_at": "2026-12-01T00:00:00Z"})
+    for argv in (
+        ["launch", "--name", golden],
+        ["stop", golden],
+        ["snapshot", "--name", "sealed", "--comment", manifest, golden],
+    ):
         proc = double(env, *argv)
         assert proc.returncode == 0, proc.stderr
 
