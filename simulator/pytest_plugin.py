@@ -38,25 +38,12 @@ def double_unavailable_reason() -> str | None:
     return None
 
 
-def _module_scoped(item: pytest.Item) -> bool:
-    """Whether the test uses a fixture made once per module (or class): e.g. the runs a hostile module checks."""
-    info = getattr(item, "_fixtureinfo", None)
-    defs = getattr(info, "name2fixturedefs", {}) if info is not None else {}
-    return any(d and d[-1].scope in ("module", "class", "package") for d in defs.values())
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Marks: ``double`` for tests of real instances. xdist groups (``--dist loadgroup``): the tests of the
-    session's golden VM share one worker; so do the tests of a module with a module-scoped fixture, which would
-    otherwise be made again on every worker that gets one of them (whole runs, services, instances)."""
+    """The ``double`` mark for tests of real instances. (``make test`` runs the tests of a module on one xdist
+    worker, ``--dist loadfile``: see scripts/run_tests.py.)"""
     for item in items:
-        names = getattr(item, "fixturenames", ())
-        if "double_env" in names:
+        if "double_env" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.double)
-        if "golden" in names:
-            item.add_marker(pytest.mark.xdist_group("golden"))
-        elif _module_scoped(item) and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from simulator.pytest_plugin import MultipassFn
 
-# The tests build on each other (one instance, its clones in order): they run on one xdist worker, in order.
-pytestmark = [pytest.mark.double, pytest.mark.xdist_group("simulator-lifecycle")]
+# The tests build on each other (one instance, its clones in order): `make test` runs a module on one worker.
+pytestmark = pytest.mark.double
 
 USER_DATA = """#cloud-config
 write_files:

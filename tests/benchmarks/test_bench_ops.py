@@ -16,7 +16,7 @@ pytestmark = pytest.mark.double
 SMALLEST = {"BENCH_RUNS": "1", "BENCH_BATCHES": "1,2", "BENCH_CAPS": "2", "BENCH_LATENCY": "", "BENCH_PROXY_N": "20"}
 N = r"\d+\.\d\d"
 SECTIONS = {
-    "(a) overhead and the shell baseline": rf"^\(a\) overhead {N} s, shell {N} s, ratio \d+(\.\d+)?x$",
+    "(a) overhead and the shell baseline": r"^\(a\) overhead \d+(\.\d+)? s, shell \d+(\.\d+)? s, ratio \d+(\.\d+)?x$",
     "(b) the per-phase breakdown": rf"^\(b\) agentvm's own overhead by phase .*\n(.*\n)*?\s+ansible-runner .* {N}$",
     "(b) each task": rf"^\(b\)\s+\.\.\. each task\n(.*\n)*?\s+\[agent\] .* {N}$",
     "(c) prompt -> agent, without and with a pool": rf"^\(c\) prompt -> agent .*\n.*\n\s+no pool .* {N} .* 0/1\n"

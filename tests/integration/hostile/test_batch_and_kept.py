@@ -35,7 +35,7 @@ from tests.integration.hostile.harness import (
     snapshot,
 )
 
-pytestmark = [pytest.mark.double, pytest.mark.xdist_group("hostile-batch")]
+pytestmark = pytest.mark.double
 
 AGENT_PY = b"""import json, os, sys
 out = os.path.expanduser("~/output")

@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import DOUBLE_ADMIN, REPO
 from tests.integration.hostile.harness import Finished, base_env, instances, launch, multipass
 
-pytestmark = [pytest.mark.double, pytest.mark.xdist_group("hostile-make")]
+pytestmark = pytest.mark.double
 
 OLD = "20250101t000000-abcdef"  # older than the default grace period of a day
 

@@ -33,7 +33,7 @@ from tests.integration.hostile.harness import (
     warning_codes,
 )
 
-pytestmark = [pytest.mark.double, pytest.mark.xdist_group("hostile-return")]
+pytestmark = pytest.mark.double
 MIB = 1024 * 1024
 BOMB_MIB = 512
 

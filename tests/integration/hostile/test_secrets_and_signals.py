@@ -48,7 +48,7 @@ from tests.integration.hostile.harness import (
     snapshot,
 )
 
-pytestmark = [pytest.mark.double, pytest.mark.xdist_group("hostile-secrets")]
+pytestmark = pytest.mark.double
 TIMEOUT = 7200
 
 

@@ -24,7 +24,7 @@ from tests.conftest import DOUBLE_BIN, REPO
 from tests.integration.isolation.conftest import IsolatedRuns, Outside, RunResult, nft_mentions, sh
 
 # One worker for the whole module under xdist: its runs are module fixtures shared by the tests.
-pytestmark = [pytest.mark.double, pytest.mark.slow, pytest.mark.xdist_group("isolation-runs")]
+pytestmark = [pytest.mark.double, pytest.mark.slow]
 MARKER = f"sk-ant-isoe2e-{uuid.uuid4().hex}"
 PATTERN = "[s]" + MARKER[1:]  # matches the marker, never itself: the agent's orders never hold the marker
 ANSWER = "streamed through the proxy in pieces"
