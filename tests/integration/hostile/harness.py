@@ -50,6 +50,28 @@ class Finished:
         return self.out + self.err
 
 
+# The measured process tree is started by this small launcher, not forked from the pytest worker: a child's
+# ru_maxrss counts the pages it shares with its parent at fork, so a child of a grown worker (hundreds of MB
+# after other modules ran there) would report the worker's size. The launcher waits for the command, writes the
+# peak RSS of its process tree (KiB) to the file named first, and exits with the command's code; SIGINT, SIGTERM
+# and SIGHUP sent to the group reach the command (the launcher's handlers do nothing; they reset at exec).
+LAUNCHER = r"""
+import resource, signal, subprocess, sys
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(sig, lambda *_: None)
+proc = subprocess.Popen(sys.argv[2:])
+while True:
+    try:
+        code = proc.wait()
+        break
+    except InterruptedError:
+        continue
+with open(sys.argv[1], "w") as fh:
+    fh.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 class Launched:
     def __init__(
         self,
@@ -64,10 +86,12 @@ class Launched:
         self.err_path = logs / "stderr.txt"
         stdin_path = logs / "stdin.bin"
         stdin_path.write_bytes(stdin or b"")
+        self.rss_path = logs / "maxrss.txt"
         self.started = time.monotonic()
+        wrapped = [sys.executable, "-c", LAUNCHER, str(self.rss_path), *argv]
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err, stdin_path.open("rb") as inp:
             self.proc = subprocess.Popen(
-                argv, env=dict(env), cwd=cwd, stdin=inp, stdout=out, stderr=err, start_new_session=True
+                wrapped, env=dict(env), cwd=cwd, stdin=inp, stdout=out, stderr=err, start_new_session=True
             )
         self.result: Finished | None = None
 
@@ -88,12 +112,19 @@ class Launched:
     def signal_group(self, sig: int) -> None:
         os.killpg(self.proc.pid, sig)
 
+    def _maxrss_kib(self) -> float:
+        """The command tree's peak RSS as the launcher saw it (0 when the launcher was killed with it)."""
+        try:
+            return float(self.rss_path.read_text() or 0)
+        except (OSError, ValueError):
+            return 0.0
+
     def finish(self, timeout: float = 600) -> Finished:
         if self.result is not None:
             return self.result
         deadline = time.monotonic() + timeout
         while True:
-            pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+            pid, status, _usage = os.wait4(self.proc.pid, os.WNOHANG)
             if pid:
                 break
             if time.monotonic() > deadline:
@@ -106,7 +137,7 @@ class Launched:
             code=self.proc.returncode,
             out=self.out_path.read_bytes().decode("utf-8", "replace"),
             err=self.stderr(),
-            maxrss_mb=usage.ru_maxrss / 1024,
+            maxrss_mb=self._maxrss_kib() / 1024,
             seconds=time.monotonic() - self.started,
         )
         return self.result
