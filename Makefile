@@ -45,7 +45,7 @@ lint: $(STAMP) ## Run ansible-lint (production profile), yamllint and ruff
 test: $(STAMP) ## Run the whole suite (unit, the simulator's real instances, integration, benchmarks at small size)
 	@$(VENV_BIN)/python scripts/run_tests.py
 
-test-unit: $(STAMP) ## Run the tests that need no root and no Multipass double (under a minute)
+test-unit: $(STAMP) ## Run the tests that need no root and no Multipass double (about a minute and a half)
 	@$(VENV_BIN)/python scripts/run_tests.py --unit
 
 double-down: ## Stop and remove every instance, mount, bridge and DHCP server of the Multipass double on this machine
