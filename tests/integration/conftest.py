@@ -112,14 +112,10 @@ def golden(double_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     return Golden(f"{prefix}-golden", prefix, env, marker, seconds, output, manifest)
 
 
-@pytest.fixture(scope="module")
-def fake_golden(double_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """A launched-and-stopped plain instance standing in for the golden, under a prefix of its own: for tests
-    of the run pipeline and of operations, which need a golden to clone but not the agents in it. Yields the
-    environment (``AGENTVM_PREFIX`` set); the instance is purged afterwards."""
-    prefix = "p" + uuid.uuid4().hex[:6]
-    env = dict(double_env, AGENTVM_PREFIX=prefix)
-    manifest = json.dumps({"schema": 1, "build_id": f"fake-{prefix}", "built_at": "2026-12-01T00:00:00Z"})
+def make_fake_golden(env: dict[str, str], prefix: str, build_id: str) -> None:
+    """``<prefix>-golden`` as a plain launched-and-stopped instance with a ``sealed`` snapshot whose comment is a
+    manifest naming ``build_id``: what the run pipeline checks of a golden, without the agents."""
+    manifest = json.dumps({"schema": 1, "build_id": build_id, "built_at": "2026-12-01T00:00:00Z"})
     golden = f"{prefix}-golden"
     steps = (
         ["launch", "--name", golden],
@@ -129,6 +125,16 @@ def fake_golden(double_env: dict[str, str]) -> Iterator[dict[str, str]]:
     for argv in steps:
         proc = subprocess.run([str(DOUBLE_BIN), *argv], env=env, capture_output=True, text=True, check=False)
         assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def fake_golden(double_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """A launched-and-stopped plain instance standing in for the golden, under a prefix of its own: for tests
+    of the run pipeline and of operations, which need a golden to clone but not the agents in it. Yields the
+    environment (``AGENTVM_PREFIX`` set); the instance is purged afterwards."""
+    prefix = "p" + uuid.uuid4().hex[:6]
+    env = dict(double_env, AGENTVM_PREFIX=prefix)
+    make_fake_golden(env, prefix, f"fake-{prefix}")
     yield env
     subprocess.run(
         [str(DOUBLE_BIN), "delete", "--purge", f"{prefix}-golden"], env=env, capture_output=True, check=False

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from simulator import DOUBLE_BIN
 from tests.conftest import REPO
+from tests.integration.conftest import make_fake_golden
 
 AGENTVM = [sys.executable, "-m", "agentvm.cli"]
 TEMPORAL = str(Path(sys.executable).parent / "temporal")
@@ -173,17 +174,8 @@ def double(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedP
 
 
 def launch_golden(env: dict, prefix: str) -> None:
-    """A plain launched-and-stopped instance with a ``sealed`` snapshot standing in for ``<prefix>-golden``
-    (like the fake_golden fixture)."""
-    golden = f"{prefix}-golden"
-    manifest = json.dumps({"schema": 1, "build_id": f"fake-{prefix}-hostb", "built_at": "2026-12-01T00:00:00Z"})
-    for argv in (
-        ["launch", "--name", golden],
-        ["stop", golden],
-        ["snapshot", "--name", "sealed", "--comment", manifest, golden],
-    ):
-        proc = double(env, *argv)
-        assert proc.returncode == 0, proc.stderr
+    """A stand-in for ``<prefix>-golden`` on another simulated host (like the fake_golden fixture)."""
+    make_fake_golden(env, prefix, f"fake-{prefix}-hostb")
 
 
 def run_vms(env: dict) -> list[str]:
